@@ -1,0 +1,96 @@
+"""The plugin manager: built-in plugins first, then the ``scanflow.plugins`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import pluggy
+
+from scanflow_core import hookspecs
+from scanflow_core.errors import PluginError
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "describe_plugins",
+    "get_plugin_manager",
+    "hookimpl",
+]
+
+ENTRY_POINT_GROUP = "scanflow.plugins"
+DISABLE_AUTOLOAD = "SCANFLOW_DISABLE_PLUGIN_AUTOLOAD"
+
+hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
+
+#: Built-in features, registered exactly like third-party plugins (modules with hook functions).
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "scanflow_core.runtimes.inprocess",
+    "scanflow_core.runtimes.local",
+    "scanflow_core.stages",
+)
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, with a clear error when a class is registered instead of an instance."""
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        if isinstance(plugin, type):
+            raise TypeError(
+                f"{plugin.__name__} is a class; register an instance of it: pm.register({plugin.__name__}())"
+            )
+        try:
+            return super().register(plugin, name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name or plugin!r} does not fit Scanflow's hooks: {exc}") from exc
+
+
+def get_plugin_manager(
+    plugins: Iterable[Any] = (), *, builtins: bool = True, autoload: bool | None = None
+) -> PluginManager:
+    """A fresh plugin manager.
+
+    Args:
+        plugins: extra plugin objects (modules or instances) to register after the built-ins.
+        builtins: register :data:`DEFAULT_PLUGINS`.
+        autoload: load the ``scanflow.plugins`` entry points; by default yes, unless the
+            ``SCANFLOW_DISABLE_PLUGIN_AUTOLOAD`` environment variable is set.
+
+    Raises:
+        PluginError: a plugin implements a hook that does not exist (a misspelled hook fails here,
+            at start-up, not silently at run time).
+    """
+    pm = PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if builtins:
+        for module in DEFAULT_PLUGINS:
+            pm.register(importlib.import_module(module), name=module)
+    if autoload is None:
+        autoload = not os.environ.get(DISABLE_AUTOLOAD)
+    if autoload:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for plugin in plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc}; hooks are listed in scanflow_core.hookspecs") from exc
+    return pm
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
+    """Each registered plugin: its name, where it comes from, and the hooks it implements."""
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+        dist = dists.get(id(plugin))
+        source = f"{dist.project_name} {dist.version}" if dist is not None else "built-in"
+        if dist is None and not name.startswith("scanflow_core."):
+            source = "registered"
+        out.append({"name": name, "source": source, "hooks": hooks})
+    return out
