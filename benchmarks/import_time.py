@@ -43,24 +43,30 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     core = [import_us("import scanflow_core", "scanflow_core") for _ in range(args.repeat)]
-    run_path = [
-        import_us("import scanflow_core.runner", "scanflow_core.runner") for _ in range(args.repeat)
-    ]
+    run_path = [import_us("import scanflow_core.runner", "scanflow_core.runner") for _ in range(args.repeat)]
     bare = [wall_ms("pass") for _ in range(args.repeat)]
     with_core = [wall_ms("import scanflow_core") for _ in range(args.repeat)]
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, scanflow_core.runner, scanflow_core.cli; print(' '.join(sys.modules))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys, scanflow_core.runner, scanflow_core.cli; print(' '.join(sys.modules))",
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
     heavy = sorted({m.split(".")[0] for m in loaded} & set(HEAVY) - {"pydantic"})
     median_core = statistics.median(core) / 1000
-    print(f"import scanflow_core            {median_core:7.2f} ms  (target 100 ms: {median_core / 100:.2f}x of it)")
-    print(f"import scanflow_core.runner     {statistics.median(run_path) / 1000:7.2f} ms  (spec, pydantic, pluggy, runner)")
+    runner_ms = statistics.median(run_path) / 1000
+    share = median_core / 100
+    print(f"import scanflow_core            {median_core:7.2f} ms  (target 100 ms: {share:.2f}x of it)")
+    print(f"import scanflow_core.runner     {runner_ms:7.2f} ms  (spec, pydantic, pluggy, runner)")
     print(f"python -c pass (wall)           {statistics.median(bare):7.2f} ms")
-    print(f"python -c 'import scanflow_core' {statistics.median(with_core):6.2f} ms  "
-          f"(ratio to bare start-up {statistics.median(with_core) / statistics.median(bare):.2f})")
+    print(
+        f"python -c 'import scanflow_core' {statistics.median(with_core):6.2f} ms  "
+        f"(ratio to bare start-up {statistics.median(with_core) / statistics.median(bare):.2f})"
+    )
     print(f"heavy libraries loaded by the runner and CLI: {', '.join(heavy) or 'none'}")
 
 

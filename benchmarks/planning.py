@@ -69,7 +69,9 @@ def main() -> None:
     first = rows[0][1] / rows[0][0]
     for n, seconds in rows:
         per_step = seconds / n
-        print(f"{n:>7}  {seconds * 1000:>17.1f} ms  {per_step * 1e6:>7.1f} µs  {per_step / first:.2f}x per step")
+        print(
+            f"{n:>7}  {seconds * 1000:>17.1f} ms  {per_step * 1e6:>7.1f} µs  {per_step / first:.2f}x per step"
+        )
     thousand = dict(rows).get(1000)
     if thousand is not None:
         print(f"1,000 steps in {thousand:.3f} s ({'under' if thousand < 1 else 'OVER'} the 1 s target)")

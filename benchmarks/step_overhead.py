@@ -10,8 +10,8 @@ milliseconds and the breakdown of where it goes. Target (issue #3): under 1 ms p
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import tempfile
 import textwrap
 import time

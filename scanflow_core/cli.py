@@ -29,17 +29,23 @@ _MARK = {"succeeded": "✓", "failed": "✗", "skipped": "-", "upstream_failed":
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scanflow", description="Containerized, tracked, checked, attested ML steps.")
+    parser = argparse.ArgumentParser(
+        prog="scanflow", description="Containerized, tracked, checked, attested ML steps."
+    )
     parser.add_argument("--version", action="version", version=f"scanflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow with the local runner")
     run.add_argument("spec", type=Path, help="the scanflow.yaml file")
-    run.add_argument("--step", action="append", default=[], metavar="NAME", help="run this step and what it needs")
+    run.add_argument(
+        "--step", action="append", default=[], metavar="NAME", help="run this step and what it needs"
+    )
     run.add_argument("--param", "-p", action="append", default=[], metavar="K=V", help="override a parameter")
     run.add_argument("--max-parallel", type=_positive_int, metavar="N", help="steps running at once")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run, reusing its complete steps")
-    run.add_argument("--status-port", type=int, metavar="PORT", help="serve /ok, /varz, /metrics while running")
+    run.add_argument(
+        "--status-port", type=int, metavar="PORT", help="serve /ok, /varz, /metrics while running"
+    )
     run.add_argument("--home", type=Path, help="where runs live (default $SCANFLOW_HOME or ./.scanflow)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
     run.add_argument("--json", action="store_true", help="print the run manifest as JSON at the end")
@@ -215,7 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         on_event=progress,
         status_port=args.status_port,
     )
-    _print_summary(run, selected, time.perf_counter() - started)
+    _print_summary(run, selected, time.perf_counter() - started, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(run.manifest(), indent=2))
     if run.status != "succeeded":
@@ -242,30 +248,45 @@ def _as_mapping(params: list[str]) -> dict[str, Any]:
     return parse_overrides(params)
 
 
-def _print_summary(run: Any, selected: list[str], elapsed: float) -> None:
+def _print_summary(run: Any, selected: list[str], elapsed: float, out: TextIO) -> None:
     summaries = run.step_summaries()
-    print(f"\nrun {run.run_id} of {run.workflow.name!r}: {run.status} in {elapsed:.2f}s")
-    print(f"  {run.directory}")
+    print(f"\nrun {run.run_id} of {run.workflow.name!r}: {run.status} in {elapsed:.2f}s", file=out)
+    print(f"  {run.directory}", file=out)
     rows = []
     for name in selected:
         s = summaries.get(name, {})
         duration = f"{s['duration_s']:.2f}s" if s.get("duration_s") is not None else "-"
-        rows.append((name, run.plan[name].stage, s.get("status", "not run"), duration, _metrics_text(s.get("metrics", {}))))
-    widths = [max(len(r[i]) for r in [("step", "stage", "status", "time", "metrics"), *rows]) for i in range(5)]
+        rows.append(
+            (
+                name,
+                run.plan[name].stage,
+                s.get("status", "not run"),
+                duration,
+                _metrics_text(s.get("metrics", {})),
+            )
+        )
+    widths = [
+        max(len(r[i]) for r in [("step", "stage", "status", "time", "metrics"), *rows]) for i in range(5)
+    ]
     for row in [("step", "stage", "status", "time", "metrics"), *rows]:
-        print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        print("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip(), file=out)
     failed = [(n, summaries[n]) for n in selected if summaries.get(n, {}).get("status") == "failed"]
     for name, s in failed:
-        print(f"\n  {name} failed: {s.get('reason')}")
-        print(f"  log: {run.step_dir(name) / 'step.log'}")
-    incomplete = [(n, summaries[n]["stage_metadata"]) for n in selected if (summaries.get(n) or {}).get("stage_metadata")]
+        print(f"\n  {name} failed: {s.get('reason')}", file=out)
+        print(f"  log: {run.step_dir(name) / 'step.log'}", file=out)
+    incomplete = [
+        (n, summaries[n]["stage_metadata"])
+        for n in selected
+        if (summaries.get(n) or {}).get("stage_metadata")
+    ]
     for name, report in incomplete:
         if not report["complete"]:
-            print(f"  ! {name}: stage metadata of {report['stage']!r} incomplete: {'; '.join(report['missing'] + report['mistyped'])}")
+            lacking = "; ".join(report["missing"] + report["mistyped"])
+            print(f"  ! {name}: stage metadata of {report['stage']!r} incomplete: {lacking}", file=out)
     if run.objectives:
-        print("\nobjectives:")
+        print("\nobjectives:", file=out)
         for objective in run.objectives:
-            print(f"  {'✓' if objective.passed else '✗'} {objective}")
+            print(f"  {'✓' if objective.passed else '✗'} {objective}", file=out)
 
 
 _COMMANDS = {

@@ -25,6 +25,8 @@ __all__ = ["Recorder", "log_metric", "log_metrics", "log_params", "set_progress"
 RECORD_FILE_ENV = "SCANFLOW_RECORD_FILE"
 FLUSH_EVERY = 1000
 
+_active: list[Recorder] = []  # the recorders of the steps running in this process
+_active_lock = threading.Lock()
 _current: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar("scanflow_recorder", default=None)
 
 
@@ -37,7 +39,9 @@ class Recorder:
             the end (the tracking hook).
     """
 
-    def __init__(self, journal: Path | None = None, flush: Callable[[TrackingBatch], None] | None = None) -> None:
+    def __init__(
+        self, journal: Path | None = None, flush: Callable[[TrackingBatch], None] | None = None
+    ) -> None:
         self.params: dict[str, Any] = {}
         self.tags: dict[str, str] = {}
         self.latest: dict[str, float] = {}
@@ -124,10 +128,14 @@ class Recorder:
     def active(self) -> Iterator[Recorder]:
         """Make this the recorder that :func:`log_metric` and friends write to, in this context."""
         token = _current.set(self)
+        with _active_lock:
+            _active.append(self)
         try:
             yield self
         finally:
             _current.reset(token)
+            with _active_lock:
+                _active.remove(self)
 
 
 class _FileRecorder:
@@ -161,6 +169,15 @@ def _recorder() -> Recorder | _FileRecorder | None:
     recorder = _current.get()
     if recorder is not None:
         return recorder
+    with _active_lock:
+        running = list(_active)
+    if len(running) == 1:  # a thread the step started: it did not inherit the context
+        return running[0]
+    if running:
+        raise RuntimeError(
+            "log_metric was called outside any step's context while several steps run in this process; "
+            "start threads inside a step with contextvars.copy_context().run(...) so they know their step"
+        )
     path = os.environ.get(RECORD_FILE_ENV)
     return _FileRecorder(path) if path else None
 

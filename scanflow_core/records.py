@@ -160,6 +160,8 @@ class ExecutionResult:
     exit_code: int | None = None
     value: Any = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: The params the step's code received (a callable's arguments); ``None``: all of them.
+    used_params: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

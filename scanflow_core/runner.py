@@ -7,6 +7,7 @@ it only decides which step runs when, retries, and what happens downstream of a 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -56,14 +57,14 @@ def run_workflow(
     run = WorkflowRun(workflow, run_id=resume or run_id, home=home, pm=pm, params=params)
     if resume is not None and not run.manifest_path.exists():
         raise ScanflowError(f"no run {resume!r} to resume under {run.home / 'runs'}")
-    run.open()
-    notify = on_event or (lambda *_: None)
     selected = workflow.plan.subset(steps) if steps else list(workflow.plan.steps)
+    notify = on_event or (lambda *_: None)
     server = None
-    if status_port is not None:
+    if status_port is not None:  # before the run exists: a busy port leaves no run behind
         from scanflow_core.status import StatusServer
 
         server = StatusServer(run, status_port).start()
+    run.open()
     run.pm.hook.scanflow_workflow_start(run=run)
     try:
         _schedule(run, selected, resume is not None, max_parallel or max(2, os.cpu_count() or 1), notify)
@@ -118,15 +119,33 @@ def evaluate_objectives(run: WorkflowRun, ran: set[str] | None = None) -> list[O
 
 
 def _complete(run: WorkflowRun, name: str) -> bool:
-    """A step of an earlier run that succeeded and whose outputs are all still there, unchanged."""
+    """A step of an earlier run that can be reused: it succeeded with the same params, read the same
+    inputs as are there now, and its outputs are all still there, unchanged."""
     summary = run.step_summary(name)
     if not summary or summary.get("status") != "succeeded":
         return False
-    for output in summary.get("outputs", {}).values():
+    planned = run.plan[name]
+    recorded = summary.get("params", {})
+    used = summary.get("used_params")  # the params a callable received; None: all of them
+    if any(recorded.get(k) != _jsonable(v) for k, v in planned.params.items() if used is None or k in used):
+        return False
+    for local, entry in summary.get("inputs", {}).items():
+        if local not in planned.inputs:
+            return False
+        path = run.artifact_path(planned.inputs[local])
+        if not path.exists() or digest_path(path) != entry["digest"]:
+            return False
+    outputs = summary.get("outputs", {})
+    for output in outputs.values():
         path = run.directory / output["path"]
         if not path.exists() or digest_path(path) != output["digest"]:
             return False
-    return len(summary.get("outputs", {})) == len(run.plan[name].outputs)
+    return len(outputs) == len(planned.outputs) and len(summary.get("inputs", {})) == len(planned.inputs)
+
+
+def _jsonable(value: Any) -> Any:
+    """A param as ``step.json`` holds it after a JSON round trip (tuples become lists, …)."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _attempt(run: WorkflowRun, name: str, notify: Event) -> StepRun:

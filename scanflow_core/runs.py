@@ -115,6 +115,9 @@ class WorkflowRun:
         with self._locked() as manifest:
             if manifest:
                 self.started_at = manifest.get("started_ts", self.started_at)
+                if self.params and manifest.get("params") != self.params:
+                    manifest.setdefault("earlier_params", []).append(manifest.get("params"))
+                    manifest["params"] = self.params
                 return False
             manifest.update(
                 {
@@ -294,7 +297,10 @@ class StepRun:
             "finished_at": iso(self.finished_at),
             "duration_s": self.duration_s,
             "reason": self.reason,
-            "params": self.params | self.recorder.params,
+            "params": dict(self.recorder.params),
+            "used_params": sorted(used)
+            if (used := self.execution and self.execution.used_params) is not None
+            else None,
             "metrics": dict(self.recorder.latest),
             "inputs": {r.name: _artifact_entry(r, rel) for r in self.input_records},
             "outputs": {r.name: _artifact_entry(r, rel) for r in self.output_records},

@@ -27,11 +27,25 @@ STAGE_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
     "objectives": (R("param", description="the objectives it sets"),),
     "data_ingestion": (
         R("output", description="the data it ingested"),
-        R("metric", ("rows", "n_rows", "num_rows", "samples", "n_samples"), "integer", "how many rows came in"),
+        R(
+            "metric",
+            ("rows", "n_rows", "num_rows", "samples", "n_samples"),
+            "integer",
+            "how many rows came in",
+        ),
     ),
-    "data_analysis": (R("input", description="the data analysed"), R("metric", description="what it measured")),
-    "data_transformation": (R("input", description="the data it read"), R("output", description="what it wrote")),
-    "data_validation": (R("input", description="the data validated"), R("metric", description="validation results")),
+    "data_analysis": (
+        R("input", description="the data analysed"),
+        R("metric", description="what it measured"),
+    ),
+    "data_transformation": (
+        R("input", description="the data it read"),
+        R("output", description="what it wrote"),
+    ),
+    "data_validation": (
+        R("input", description="the data validated"),
+        R("metric", description="validation results"),
+    ),
     "data_splitting": (
         R("input", description="the data it split"),
         R("param", _SEED, "integer", "the seed of the split"),
@@ -43,7 +57,10 @@ STAGE_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
         R("metric", description="the resulting metrics"),
         R("output", description="the model"),
     ),
-    "evaluation": (R("input", description="model and evaluation data"), R("metric", description="evaluation metrics")),
+    "evaluation": (
+        R("input", description="model and evaluation data"),
+        R("metric", description="evaluation metrics"),
+    ),
     "test": (R("input", description="model and test data"), R("metric", description="test metrics")),
     "packaging": (R("input", description="what it packaged"), R("output", description="the package")),
     "serving": (R("input", description="the model served"),),

@@ -69,7 +69,10 @@ def prometheus_text(run: WorkflowRun, step: str | None = None) -> str:
     for name, step_run in active.items():
         for key, value in step_run.recorder.latest.items():
             lines.append(f'scanflow_step_metric{{step="{_label(name)}",metric="{_label(key)}"}} {value!r}')
-    lines += ["# HELP scanflow_step_progress Progress of a running step (0..1).", "# TYPE scanflow_step_progress gauge"]
+    lines += [
+        "# HELP scanflow_step_progress Progress of a running step (0..1).",
+        "# TYPE scanflow_step_progress gauge",
+    ]
     for name, step_run in active.items():
         if step_run.recorder.progress is not None:
             lines.append(f'scanflow_step_progress{{step="{_label(name)}"}} {step_run.recorder.progress!r}')
@@ -151,7 +154,9 @@ class StatusServer:
                 "pick another port (0 picks a free one)"
             ) from None
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="scanflow-status", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="scanflow-status", daemon=True
+        )
 
     def start(self) -> StatusServer:
         self._thread.start()

@@ -65,6 +65,7 @@ def _run(step_run: StepRun) -> StepRun:
         step_run.execution = hook.scanflow_execute_step(step_run=step_run)
         if step_run.execution is None:
             raise StepFailed(name, run.run_id, _no_runtime(step_run))
+
         step_run.output_records = _outputs(step_run)
         _run_checks(step_run, "outputs")
         _stage_metadata(step_run)

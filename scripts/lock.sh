@@ -12,13 +12,18 @@
 # resolves torch to 2.13.0+cpu, and the pin is written as torch==2.13.0, which pip satisfies with the local
 # 2.13.0+cpu file (find-links) and which stays installable on a machine without it.
 #
-# Usage: scripts/lock.sh            (uses uv on PATH, or installs it into a throwaway venv)
+# Usage: scripts/lock.sh              keep the current pins where they still fit (uv prefers them)
+#        scripts/lock.sh --upgrade    re-resolve everything to the newest allowed releases
+#        (uses uv on PATH or $UV, or installs uv into a throwaway venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
 uv=${UV:-$(command -v uv || true)}
 if [[ -z "$uv" ]]; then
-    tool_venv=$(mktemp -d)/uv
+    tool_venv=$scratch/uv
     python3 -m venv "$tool_venv"
     "$tool_venv/bin/pip" install -q uv
     uv="$tool_venv/bin/uv"
@@ -29,8 +34,7 @@ if [[ -d /opt/wheels ]]; then
     find_links=(--find-links /opt/wheels)
 fi
 
-input=$(mktemp)
-trap 'rm -f "$input"' EXIT
+input=$scratch/requirements.in
 cat >"$input" <<'REQ'
 -e .[all,dev]
 -e ./integrations/airflow
@@ -38,7 +42,11 @@ cat >"$input" <<'REQ'
 -e ./integrations/flyte
 REQ
 
-"$uv" pip compile "$input" \
+# uv takes the pins already in the output file as preferences; torch's is left out, else uv would prefer
+# PyPI's 2.13.0 (a CUDA build) over the local 2.13.0+cpu.
+rm -f constraints.txt.new
+if [[ -f constraints.txt ]]; then grep -v '^torch==' constraints.txt >constraints.txt.new || true; fi
+"$uv" pip compile "$input" "$@" \
     --python-version 3.11 \
     --python-platform x86_64-unknown-linux-gnu \
     "${find_links[@]}" \
@@ -51,11 +59,12 @@ REQ
     --custom-compile-command "scripts/lock.sh" \
     --output-file constraints.txt.new
 
-# 2.13.0+cpu -> 2.13.0 (see above), and the temporary input's name out of the header.
-sed -e 's/^torch==\([0-9.]*\)+cpu$/torch==\1/' constraints.txt.new >constraints.txt
-rm -f constraints.txt.new
-if grep -q '^-e \|^nvidia-\|^triton==' constraints.txt; then
-    echo "constraints.txt holds an editable or a CUDA package; check the resolution" >&2
+# 2.13.0+cpu -> 2.13.0 (see above).
+# Rewritten only when it changes, so that `make` does not reinstall for an identical lock.
+sed -i -e 's/^torch==\([0-9.]*\)+cpu$/torch==\1/' constraints.txt.new
+if grep -q '^-e \|^nvidia-\|^triton==' constraints.txt.new; then
+    echo "constraints.txt.new holds an editable or a CUDA package (was /opt/wheels used?); constraints.txt kept" >&2
     exit 1
 fi
+if cmp -s constraints.txt.new constraints.txt; then rm constraints.txt.new; else mv constraints.txt.new constraints.txt; fi
 echo "wrote constraints.txt ($(grep -c '==' constraints.txt) pins)"

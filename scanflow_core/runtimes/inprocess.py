@@ -118,7 +118,9 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
     else:
         value = _call_with_timeout(step_run, func, kwargs, step_run.timeout)
     step_run.recorder.log_metrics(numeric_metrics(value))
-    return ExecutionResult("inprocess", value=value)
+    return ExecutionResult(
+        "inprocess", value=value, used_params=frozenset(kwargs) & frozenset(step_run.params)
+    )
 
 
 def _call_with_timeout(

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -32,7 +32,7 @@ _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _Loader(_Base):  # type: ignore[misc]
     """YAML with 1.2 booleans: only true/false, so a check's ``on:`` key stays the string 'on'."""
 
-    yaml_implicit_resolvers = {
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
         for first, resolvers in _Base.yaml_implicit_resolvers.items()
     }
@@ -102,7 +102,8 @@ def parse_overrides(params: Mapping[str, Any] | Sequence[str] | None) -> dict[st
             raise SpecError.single("--param", item, "a parameter override must look like NAME=VALUE")
         try:
             if _too_deep(value) is not None:
-                raise SpecError.single("--param", key.strip(), f"the value is nested more than {_MAX_DEPTH} deep")
+                reason = f"the value is nested more than {_MAX_DEPTH} deep"
+                raise SpecError.single("--param", key.strip(), reason)
             result[key.strip()] = yaml.load(value, Loader=_Loader) if value.strip() else ""
         except (yaml.YAMLError, UnicodeError, RecursionError):
             result[key.strip()] = value
@@ -122,7 +123,8 @@ def _load(path: Path, overrides: dict[str, Any], chain: tuple[Path, ...]) -> Wor
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise SpecError.single(str(path), "", f"the file is not UTF-8 text ({exc.reason})", line=line) from None
+        reason = f"the file is not UTF-8 text ({exc.reason})"
+        raise SpecError.single(str(path), "", reason, line=line) from None
     return _from_text(text, str(path), path.parent, overrides, (*chain, resolved), data)
 
 
@@ -186,7 +188,8 @@ def _parse_yaml(text: str, file: str) -> Any:
     except RecursionError:
         raise SpecError.single(file, "", "invalid YAML: nested too deeply") from None
     except UnicodeError as exc:  # a lone surrogate in text given as str
-        raise SpecError.single(file, "", f"the text is not valid Unicode ({getattr(exc, 'reason', exc)})") from None
+        reason = f"the text is not valid Unicode ({getattr(exc, 'reason', exc)})"
+        raise SpecError.single(file, "", reason) from None
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"a {type(raw).__name__}"
         raise SpecError.single(file, "", f"the spec is {got}", "a mapping with apiVersion, name and steps")
@@ -207,7 +210,8 @@ def _too_deep(text: str) -> int | None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > _MAX_DEPTH:
-                    return int(event.start_mark.line) + 1
+                    mark = event.start_mark
+                    return int(mark.line) + 1 if mark is not None else None
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
@@ -218,7 +222,7 @@ def _too_deep(text: str) -> int | None:
 def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], file: str) -> dict[str, dict[str, Any]]:
     """Write ``--param`` values into the raw document; return those meant for nested workflows."""
     nested: dict[str, dict[str, Any]] = {}
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    steps: list[Any] = raw["steps"] if isinstance(raw.get("steps"), list) else []
     by_name = {s["name"]: s for s in steps if isinstance(s, dict) and isinstance(s.get("name"), str)}
     for key, value in overrides.items():
         head, dot, rest = key.partition(".")
@@ -226,7 +230,9 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], file: str) 
             params = raw.setdefault("params", {})
             if not isinstance(params, dict) or key not in params:
                 known = sorted(params) if isinstance(params, dict) else []
-                raise SpecError.single(file, f"--param {key}", f"unknown parameter {key!r}", _one_of(known, key))
+                raise SpecError.single(
+                    file, f"--param {key}", f"unknown parameter {key!r}", _one_of(known, key)
+                )
             params[key] = value
             continue
         step = by_name.get(head)
@@ -282,9 +288,8 @@ def _data_loc(raw: Any, loc: Sequence[int | str]) -> list[int | str]:
     out: list[int | str] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_list or (isinstance(node, dict) and part in node):
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and part in _fields_at(out):
             out.append(part)  # a missing field
@@ -346,7 +351,9 @@ def _describe(error: Any, loc: list[int | str], raw: Any) -> tuple[str, str | No
     if kind == "extra_forbidden":
         return f"unknown field {name!r}", _one_of(_fields_at(loc[:-1]), str(name))
     if kind == "literal_error":
-        options = [o.strip().strip("'") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+        options = [
+            o.strip().strip("'") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
+        ]
         if name == "stage":
             return f"unknown stage {shown}", _one_of(list(STAGES), text)
         return f"{shown} is not allowed", _one_of(options, text)
@@ -398,16 +405,16 @@ def _split_path(path: str) -> list[int | str]:
 def _line_of(root: Any, path: str) -> int | None:
     if root is None or path.startswith("--"):
         return None
-    node, line = root, root.start_mark.line + 1
+    node, line = root, int(root.start_mark.line) + 1
     for part in _split_path(path):
         if isinstance(node, yaml.MappingNode):
             match = next(((k, v) for k, v in node.value if k.value == part), None)
             if match is None:
                 break
-            line, node = match[0].start_mark.line + 1, match[1]
+            line, node = int(match[0].start_mark.line) + 1, match[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
-            line = node.start_mark.line + 1
+            line = int(node.start_mark.line) + 1
         else:
             break
     return line

@@ -133,12 +133,12 @@ class CheckSpec(BaseModel):
     severity: Literal["info", "warning", "error", "critical"] = "error"
     timeout: Annotated[float, Field(gt=0)] | None = None
 
-    @field_validator("on", mode="before")
+    @field_validator("on", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("timeout", mode="before")
+    @field_validator("timeout", mode="before", json_schema_input_type=float | str | None)
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value)
@@ -210,12 +210,14 @@ class Step(_Model):
     retries: Annotated[int, Field(ge=0, le=100)] = 0
     timeout: Annotated[float, Field(gt=0)] | None = None
 
-    @field_validator("inputs", mode="before")
+    @field_validator("inputs", mode="before", json_schema_input_type=list[str] | dict[str, str])
     @classmethod
     def _input_list(cls, value: object) -> object:
         return _names_to_mapping(value)
 
-    @field_validator("outputs", mode="before")
+    @field_validator(
+        "outputs", mode="before", json_schema_input_type=list[str] | dict[str, ArtifactSpec | None]
+    )
     @classmethod
     def _output_list(cls, value: object) -> object:
         if isinstance(value, list) and all(isinstance(i, str) for i in value):
@@ -224,14 +226,14 @@ class Step(_Model):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
 
-    @field_validator("env", mode="before")
+    @field_validator("env", mode="before", json_schema_input_type=dict[str, str | int | float | bool])
     @classmethod
     def _env_strings(cls, value: object) -> object:
         if isinstance(value, dict):
             return {k: v if isinstance(v, str) or v is None else str(v) for k, v in value.items()}
         return value
 
-    @field_validator("timeout", mode="before")
+    @field_validator("timeout", mode="before", json_schema_input_type=float | str | None)
     @classmethod
     def _duration(cls, value: object) -> object:
         return parse_duration(value)
@@ -293,7 +295,7 @@ class Workflow(_Model):
     _children: dict[str, Workflow] = PrivateAttr(default_factory=dict)
     _plan: Any = PrivateAttr(default=None)
 
-    @field_validator("objectives", mode="before")
+    @field_validator("objectives", mode="before", json_schema_input_type=list[str | Objective])
     @classmethod
     def _objective_strings(cls, value: object) -> object:
         if isinstance(value, list):

@@ -234,7 +234,7 @@ class _PlanBuilder:
     def _flatten(self, artifacts: Mapping[str, Artifact]) -> list[PlannedStep]:
         out: list[PlannedStep] = []
         sinks: dict[str, list[str]] = {}
-        for i, step in enumerate(self.wf.steps):
+        for step in self.wf.steps:
             if step.workflow is None:
                 continue
             child = self.wf.children[step.name].plan
