@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +21,10 @@ from scanflow_core import __version__
 from scanflow_core.errors import ScanflowError, SpecError
 
 __all__ = ["main"]
+
+#: Modules that add commands: each has ``add_commands(subparsers, handlers)``, which adds its parsers
+#: and puts ``{command: handler(args) -> exit code}`` into ``handlers``. They must import cheaply.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EXIT_STEP_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -63,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("spec", type=Path)
     graph.add_argument("--format", "-f", choices=["mermaid", "dot", "svg", "png"], default=None)
     graph.add_argument("--output", "-o", type=Path, help="write here (format from the suffix when not given)")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub, _COMMANDS)
     return parser
 
 
@@ -289,7 +296,7 @@ def _print_summary(run: Any, selected: list[str], elapsed: float, out: TextIO) -
             print(f"  {'✓' if objective.passed else '✗'} {objective}", file=out)
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _cmd_run,
     "validate": _cmd_validate,
     "schema": _cmd_schema,
