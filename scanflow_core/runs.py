@@ -279,6 +279,12 @@ class StepRun:
         self.recorder = Recorder(self.directory / "metrics.jsonl", flush)
         return self.recorder
 
+    def _used_params(self) -> list[str] | None:
+        """The params the step's code received, when its runtime knows (a callable); else all."""
+        if self.execution is None or self.execution.used_params is None:
+            return None
+        return sorted(self.execution.used_params)
+
     @property
     def duration_s(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
@@ -298,9 +304,7 @@ class StepRun:
             "duration_s": self.duration_s,
             "reason": self.reason,
             "params": dict(self.recorder.params),
-            "used_params": sorted(used)
-            if (used := self.execution and self.execution.used_params) is not None
-            else None,
+            "used_params": self._used_params(),
             "metrics": dict(self.recorder.latest),
             "inputs": {r.name: _artifact_entry(r, rel) for r in self.input_records},
             "outputs": {r.name: _artifact_entry(r, rel) for r in self.output_records},
