@@ -1,5 +1,3 @@
-import sys
+from scanflow_core.cli import entry
 
-from scanflow_core.cli import main
-
-sys.exit(main())
+entry()

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import importlib
 import json
+import os
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = ()
 EXIT_STEP_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_OBJECTIVES = 3
+EXIT_INTERRUPTED = 130
 
 _MARK = {"succeeded": "✓", "failed": "✗", "skipped": "-", "upstream_failed": "✗", "reused": "↺"}
 
@@ -48,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--param", "-p", action="append", default=[], metavar="K=V", help="override a parameter")
     run.add_argument("--max-parallel", type=_positive_int, metavar="N", help="steps running at once")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run, reusing its complete steps")
+    run.add_argument("--run-id", metavar="RUN_ID", help="the id of a new run (default: time and random)")
     run.add_argument(
         "--status-port", type=int, metavar="PORT", help="serve /ok, /varz, /metrics while running"
     )
@@ -96,7 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STEP_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    """The console script: like :func:`main`, but an interrupt leaves at once, without waiting for
+    an in-process step that cannot be stopped (its record already says it was interrupted)."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -223,6 +237,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         steps=args.step or None,
         max_parallel=args.max_parallel,
         resume=args.resume,
+        run_id=args.run_id,
         home=args.home,
         params=_as_mapping(params),
         on_event=progress,
@@ -305,4 +320,4 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -24,6 +24,9 @@ from scanflow_core.steps import evaluate_condition, run_step
 
 __all__ = ["Event", "evaluate_objectives", "run_workflow"]
 
+#: How long an interrupt waits for running steps to stop before recording them as interrupted.
+INTERRUPT_GRACE_S = 2.0
+
 #: ``(kind, step name, step run or None, run)``; kinds: start, finish, reused, blocked, retry.
 Event = Callable[[str, str, "StepRun | None", WorkflowRun], None]
 
@@ -183,42 +186,61 @@ def _schedule(run: WorkflowRun, selected: list[str], resuming: bool, workers: in
                 ready.append(child)
         return ready
 
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="scanflow-step"
-    ) as pool:
-        running: dict[concurrent.futures.Future[StepRun], str] = {}
-        queue = [n for n in selected if not waiting[n]]
-        try:
-            while queue or running:
-                while queue:
-                    name = queue.pop(0)
-                    if name in blocked:
-                        _record_blocked(run, name, blocked[name])
-                        notify("blocked", name, None, run)
-                        queue.extend(release(name, blocked[name]))
-                    elif resuming and _complete(run, name):
-                        notify("reused", name, None, run)
-                        queue.extend(release(name, None))
-                    else:
-                        notify("start", name, None, run)
-                        running[pool.submit(_attempt, run, name, notify)] = name
-                finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    name = running.pop(future)
-                    reason = None
-                    try:
-                        step_run = future.result()
-                        if step_run.status == "skipped":
-                            reason = f"upstream step {name!r} was skipped"
-                    except StepFailed as exc:
-                        step_run = exc  # type: ignore[assignment]
-                        reason = f"upstream step {name!r} failed"
-                    notify("finish", name, step_run if isinstance(step_run, StepRun) else None, run)
-                    queue.extend(release(name, reason))
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scanflow-step")
+    running: dict[concurrent.futures.Future[StepRun], str] = {}
+    queue = [n for n in selected if not waiting[n]]
+    try:
+        while queue or running:
+            while queue:
+                name = queue.pop(0)
+                if name in blocked:
+                    _record_blocked(run, name, blocked[name])
+                    notify("blocked", name, None, run)
+                    queue.extend(release(name, blocked[name]))
+                elif resuming and _complete(run, name):
+                    notify("reused", name, None, run)
+                    queue.extend(release(name, None))
+                else:
+                    notify("start", name, None, run)
+                    running[pool.submit(_attempt, run, name, notify)] = name
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                reason = None
+                try:
+                    step_run = future.result()
+                    if step_run.status == "skipped":
+                        reason = f"upstream step {name!r} was skipped"
+                except StepFailed as exc:
+                    step_run = exc  # type: ignore[assignment]
+                    reason = f"upstream step {name!r} failed"
+                notify("finish", name, step_run if isinstance(step_run, StepRun) else None, run)
+                queue.extend(release(name, reason))
+    except BaseException:
+        _interrupt(run, running)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _interrupt(run: WorkflowRun, running: Mapping[concurrent.futures.Future[StepRun], str]) -> None:
+    """Stop what runs: child processes are killed (their runtimes watch ``run.cancelled``); a step
+    still running in process after a grace period is recorded as interrupted and left behind."""
+    run.cancelled.set()
+    concurrent.futures.wait(running, timeout=INTERRUPT_GRACE_S)
+    for future, name in running.items():
+        future.cancel()
+        if not future.done():
+            run.record_step(
+                name,
+                {
+                    "status": "failed",
+                    "stage": run.plan[name].stage,
+                    "reason": "interrupted",
+                    "metrics": {},
+                    "outputs": {},
+                },
+            )
 
 
 def _record_blocked(run: WorkflowRun, name: str, reason: str) -> None:

@@ -97,6 +97,8 @@ class WorkflowRun:
         self._summaries: dict[str, dict[str, Any]] = {}
         #: The steps running in this process right now (read by the status endpoints).
         self.active: dict[str, StepRun] = {}
+        #: Set when the run is interrupted: runtimes stop what they started (kill child processes).
+        self.cancelled = threading.Event()
 
     @property
     def manifest_path(self) -> Path:

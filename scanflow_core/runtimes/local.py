@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from scanflow_core.records import ExecutionResult
 from scanflow_core.runs import StepRun
 
 _TAIL_LINES = 20
+_POLL_S = 0.1
 
 
 class _Namespace:
@@ -124,7 +126,7 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
                 step_run.name, step_run.run.run_id, f"cannot start {argv[0]!r}: {exc.strerror}"
             ) from None
         try:
-            code = process.wait(timeout=step_run.timeout)
+            code = _wait(process, step_run)
         except subprocess.TimeoutExpired:
             _kill(process)
             step_run.recorder.replay(record_file)
@@ -143,6 +145,21 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
             step_run.name, step_run.run.run_id, f"{argv[0]} exited with code {code}", _tail(step_run)
         )
     return ExecutionResult("local", exit_code=code, details={"argv": argv})
+
+
+def _wait(process: subprocess.Popen[bytes], step_run: StepRun) -> int:
+    """Wait for the child, up to the step's timeout; an interrupted run kills it at once."""
+    deadline = None if step_run.timeout is None else time.monotonic() + step_run.timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise subprocess.TimeoutExpired(process.args, step_run.timeout or 0)
+        try:
+            return process.wait(timeout=_POLL_S if left is None else min(_POLL_S, left))
+        except subprocess.TimeoutExpired:
+            if step_run.run.cancelled.is_set():
+                _kill(process)
+                raise StepFailed(step_run.name, step_run.run.run_id, "interrupted", _tail(step_run)) from None
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
