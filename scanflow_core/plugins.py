@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "scanflow_core.runtimes.inprocess",
     "scanflow_core.runtimes.local",
     "scanflow_core.stages",
+    "scanflow_core.checking.builtin",
 )
 
 
