@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,18 @@ __all__ = [
     "ScanflowError",
     "SpecError",
     "StepFailed",
+    "one_of",
 ]
+
+
+def one_of(options: Iterable[str], value: str, limit: int = 15) -> str:
+    """``one of: a, b, c; did you mean 'b'?`` — the *expected* part of an error about ``value``."""
+    names = list(options)
+    if not names:
+        return "nothing here"
+    close = difflib.get_close_matches(value, names, n=1)
+    listed = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+    return f"one of: {listed}" + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 class ScanflowError(Exception):

@@ -6,7 +6,6 @@ the path inside the file (``steps[2].needs[0]``) and what was expected. Nothing 
 
 from __future__ import annotations
 
-import difflib
 import gc
 import hashlib
 import re
@@ -21,7 +20,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from scanflow_core.errors import Problem, SpecError
+from scanflow_core.errors import Problem, SpecError, one_of
 from scanflow_core.spec.models import STAGES, Workflow
 
 __all__ = ["format_path", "load_workflow", "load_workflow_text", "parse_overrides"]
@@ -231,14 +230,14 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], file: str) 
             if not isinstance(params, dict) or key not in params:
                 known = sorted(params) if isinstance(params, dict) else []
                 raise SpecError.single(
-                    file, f"--param {key}", f"unknown parameter {key!r}", _one_of(known, key)
+                    file, f"--param {key}", f"unknown parameter {key!r}", one_of(known, key)
                 )
             params[key] = value
             continue
         step = by_name.get(head)
         if step is None:
             raise SpecError.single(
-                file, f"--param {key}", f"no step named {head!r}", _one_of(sorted(map(str, by_name)), head)
+                file, f"--param {key}", f"no step named {head!r}", one_of(sorted(map(str, by_name)), head)
             )
         if "workflow" in step:
             nested.setdefault(head, {})[rest] = value
@@ -349,14 +348,14 @@ def _describe(error: Any, loc: list[int | str], raw: Any) -> tuple[str, str | No
     if kind == "missing":
         return f"missing required field {name!r}", None
     if kind == "extra_forbidden":
-        return f"unknown field {name!r}", _one_of(_fields_at(loc[:-1]), str(name))
+        return f"unknown field {name!r}", one_of(_fields_at(loc[:-1]), str(name))
     if kind == "literal_error":
         options = [
             o.strip().strip("'") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
         ]
         if name == "stage":
-            return f"unknown stage {shown}", _one_of(list(STAGES), text)
-        return f"{shown} is not allowed", _one_of(options, text)
+            return f"unknown stage {shown}", one_of(list(STAGES), text)
+        return f"{shown} is not allowed", one_of(options, text)
     if kind == "string_pattern_mismatch":
         if name == "call":
             return f"{shown} is not a callable reference", "'module:function', e.g. 'steps:train'"
@@ -368,15 +367,6 @@ def _describe(error: Any, loc: list[int | str], raw: Any) -> tuple[str, str | No
     if kind == "too_short" and name == "steps":
         return "a workflow needs at least one step", None
     return str(error["msg"]), None
-
-
-def _one_of(options: Sequence[str], value: str) -> str:
-    if not options:
-        return "nothing here"
-    close = difflib.get_close_matches(value, options, n=1)
-    listed = ", ".join(options[:15]) + (", …" if len(options) > 15 else "")
-    hint = f"one of: {listed}"
-    return f"{hint}; did you mean {close[0]!r}?" if close else hint
 
 
 def _with_lines(problems: Sequence[Problem], text: str) -> list[Problem]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scanflow_core.errors import Problem, SpecError
+from scanflow_core.errors import Problem, SpecError, one_of
 from scanflow_core.spec.models import ArtifactSpec, Step, Workflow
 
 __all__ = ["Artifact", "Condition", "Plan", "PlannedStep", "build_plan", "resolve_step_name"]
@@ -196,7 +196,7 @@ class _PlanBuilder:
             for j, need in enumerate(step.needs):
                 if need not in self.local:
                     self.problem(
-                        f"steps[{i}].needs[{j}]", f"no step named {need!r}", _one_of(self.local, need)
+                        f"steps[{i}].needs[{j}]", f"no step named {need!r}", one_of(self.local, need)
                     )
                 elif need == step.name:
                     self.problem(f"steps[{i}].needs[{j}]", f"step {need!r} needs itself")
@@ -228,7 +228,7 @@ class _PlanBuilder:
     def _resolve_input(self, path: str, ref: str, artifacts: Mapping[str, Artifact]) -> str | None:
         if ref in artifacts:
             return ref
-        self.problem(path, f"no step or workflow input produces {ref!r}", _one_of(artifacts, ref))
+        self.problem(path, f"no step or workflow input produces {ref!r}", one_of(artifacts, ref))
         return None
 
     def _flatten(self, artifacts: Mapping[str, Artifact]) -> list[PlannedStep]:
@@ -288,7 +288,7 @@ class _PlanBuilder:
                 self.problem(
                     f"steps[{i}].inputs.{local}",
                     f"nested workflow {child_wf.name!r} has no input {local!r}",
-                    _one_of(child_wf.inputs, local),
+                    one_of(child_wf.inputs, local),
                 )
                 continue
             resolved = self._resolve_input(f"steps[{i}].inputs.{local}", ref, artifacts)
@@ -429,11 +429,11 @@ class _PlanBuilder:
         head, _, rest = name.partition(".")
         if head == "params":
             if rest not in params:
-                self.problem(path, f"unknown parameter {rest!r} in {name!r}", _one_of(params, rest))
+                self.problem(path, f"unknown parameter {rest!r} in {name!r}", one_of(params, rest))
             return
         if head == "system" and upstream is not None:
             if rest not in SYSTEM_NAMES:
-                self.problem(path, f"unknown system value {name!r}", _one_of(sorted(SYSTEM_NAMES), rest))
+                self.problem(path, f"unknown system value {name!r}", one_of(sorted(SYSTEM_NAMES), rest))
             return
         target = resolve_step_name(name, plan.steps)
         if target is None:
@@ -482,12 +482,3 @@ def _find_cycle(needs: Mapping[str, Iterable[str]]) -> list[str]:
                 stack.append((nxt, iter(needs[nxt])))
                 path.append(nxt)
     return sorted(needs)
-
-
-def _one_of(options: Iterable[str], value: str) -> str:
-    names = list(options)
-    if not names:
-        return "nothing here"
-    close = difflib.get_close_matches(value, names, n=1)
-    listed = ", ".join(names[:15]) + (", …" if len(names) > 15 else "")
-    return f"one of: {listed}" + (f"; did you mean {close[0]!r}?" if close else "")
