@@ -1,47 +1,32 @@
 # Scanflow developer tasks. Everything runs from the virtual environment $(VENV), which this Makefile creates
 # and fills from the lock (constraints.txt); nothing installed by hand on the machine is used.
 #
-#   make test                 install (once), then lint, typecheck, imports and pytest
-#   make test PROFILE=core    the same on the core profile: core + torch + scikit-learn + dev tools, no orchestrators
-#   make demo | bench | lint | typecheck | imports | clean | distclean
+#   make test      install (once), then lint, typecheck, imports and every test (slow ones included)
+#   make demo      install (once), then run the digits workflow
+#   make bench | lint | typecheck | imports | clean | distclean
 #
-# Profiles (see README / pyproject.toml):
-#   full  core, every extra (airflow, prefect, flyte, tracking, checking, docker, torch, examples), dev tools
-#         and the three integrations as editable installs. The default, so that CI runs every test.
-#   core  -e '.[examples,dev]'.
+# The install: the core with every extra (airflow, prefect, flyte, tracking, checking, docker, torch, examples),
+# the dev tools, the three integrations and the example checker plugin, all editable.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := test
 
 VENV ?= .venv
-PROFILE ?= full
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 CONSTRAINTS := constraints.txt
-INTEGRATIONS := integrations/airflow integrations/prefect integrations/flyte
-PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(INTEGRATIONS))
-
-ifeq ($(PROFILE),full)
-INSTALL_ARGS := -e '.[all,dev]' $(addprefix -e ,$(INTEGRATIONS))
-else ifeq ($(PROFILE),core)
-INSTALL_ARGS := -e '.[examples,dev]'
-else
-$(error PROFILE must be 'full' or 'core', not '$(PROFILE)')
-endif
+LOCAL := integrations/airflow integrations/prefect integrations/flyte examples/checker_plugin
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(LOCAL))
+INSTALL_ARGS := -e '.[all,dev]' $(addprefix -e ,$(LOCAL))
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck imports demo bench clean distclean FORCE
+.PHONY: install test lint typecheck imports demo bench clean distclean
 
 install: $(STAMP)
 
-# Rewritten only when the profile changes, so that switching PROFILE reinstalls and nothing else does.
-$(VENV)/.profile: FORCE
-	@mkdir -p $(VENV)
-	@if [[ "$$(cat $@ 2>/dev/null)" != "$(PROFILE)" ]]; then echo "$(PROFILE)" >$@; fi
-
-$(STAMP): $(PYPROJECTS) $(CONSTRAINTS) $(VENV)/.profile
+$(STAMP): $(PYPROJECTS) $(CONSTRAINTS)
 	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -78,4 +63,3 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-FORCE:

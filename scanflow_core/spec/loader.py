@@ -228,7 +228,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], file: str) 
         if not dot:
             params = raw.setdefault("params", {})
             if not isinstance(params, dict) or key not in params:
-                known = sorted(params) if isinstance(params, dict) else []
+                known = sorted(map(str, params)) if isinstance(params, dict) else []
                 raise SpecError.single(
                     file, f"--param {key}", f"unknown parameter {key!r}", one_of(known, key)
                 )

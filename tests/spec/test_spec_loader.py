@@ -741,3 +741,12 @@ def test_scanflow_schema_prints_valid_json(capsys: pytest.CaptureFixture[str]) -
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     jsonschema.Draft202012Validator.check_schema(printed)
     assert "steps" in printed["required"]
+
+
+def test_an_unknown_override_is_named_even_when_params_have_non_string_keys() -> None:
+    """Found by the fuzzer: a YAML key like ``0:`` among the params broke the 'one of' hint."""
+    text = "apiVersion: scanflow/v1\nname: w\nparams: {lr: 0.1, 0: 3}\nsteps:\n  - {name: a, stage: training, call: m:f}\n"
+    with pytest.raises(SpecError) as caught:
+        load_workflow_text(text, file="w.yaml", params=["epochs=3"])
+    assert caught.value.path == "--param epochs"
+    assert "unknown parameter 'epochs'" in str(caught.value) and "0, lr" in str(caught.value)
