@@ -25,7 +25,10 @@ __all__ = ["main"]
 
 #: Modules that add commands: each has ``add_commands(subparsers, handlers)``, which adds its parsers
 #: and puts ``{command: handler(args) -> exit code}`` into ``handlers``. They must import cheaply.
-COMMAND_MODULES: tuple[str, ...] = ("scanflow_core.checking.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "scanflow_core.attestation.commands",
+    "scanflow_core.checking.commands",
+)
 
 EXIT_STEP_FAILED = 1
 EXIT_BAD_INPUT = 2

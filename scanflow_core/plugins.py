@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "scanflow_core.runtimes.local",
     "scanflow_core.stages",
     "scanflow_core.checking.builtin",
+    "scanflow_core.attestation.plugin",
 )
 
 
