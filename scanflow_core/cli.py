@@ -26,6 +26,7 @@ __all__ = ["main"]
 #: Modules that add commands: each has ``add_commands(subparsers, handlers)``, which adds its parsers
 #: and puts ``{command: handler(args) -> exit code}`` into ``handlers``. They must import cheaply.
 COMMAND_MODULES: tuple[str, ...] = (
+    "scanflow_core.tracking.commands",
     "scanflow_core.attestation.commands",
     "scanflow_core.checking.commands",
 )

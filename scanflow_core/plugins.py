@@ -30,8 +30,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "scanflow_core.runtimes.inprocess",
     "scanflow_core.runtimes.local",
     "scanflow_core.stages",
-    "scanflow_core.checking.builtin",
     "scanflow_core.attestation.plugin",
+    "scanflow_core.tracking.mlflow_tracker",
+    "scanflow_core.checking.builtin",
 )
 
 

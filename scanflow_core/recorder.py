@@ -9,7 +9,9 @@ file named by ``SCANFLOW_RECORD_FILE``, which the parent reads back: nothing is 
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
+import math
 import os
 import threading
 import time
@@ -69,12 +71,20 @@ class Recorder:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         stamp = now_ms()
+        at = int(step) if step is not None else 0
         with self._lock:
+            pending, latest, lines = self._pending.metrics, self.latest, []
             for key, value in metrics.items():
-                point = Metric(key, float(value), int(step) if step is not None else 0, stamp)
-                self.latest[key] = point.value
-                self._pending.metrics.append(point)
-                self._write({"m": key, "v": point.value, "s": point.step, "t": stamp})
+                number = float(value)
+                latest[key] = number
+                pending.append(Metric(key, number, at, stamp))
+                # The same line as json.dumps({"m": key, "v": number, "s": at, "t": stamp}), built
+                # without it: this is the per-point hot path (see benchmarks/tracking.py).
+                lines.append(
+                    f'{{"m": {_json_key(key)}, "v": {_json_float(number)}, "s": {at}, "t": {stamp}}}\n'
+                )
+            if self._file is not None:
+                self._file.write("".join(lines))
             self.points += len(metrics)
             due = len(self._pending.metrics) >= FLUSH_EVERY
         if due:
@@ -136,6 +146,15 @@ class Recorder:
             _current.reset(token)
             with _active_lock:
                 _active.remove(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_key(key: str) -> str:
+    return json.dumps(key)
+
+
+def _json_float(number: float) -> str:
+    return repr(number) if math.isfinite(number) else json.dumps(number)
 
 
 class _FileRecorder:

@@ -11,6 +11,13 @@ import pytest
 from scanflow_core.plugins import PluginManager, get_plugin_manager
 
 
+@pytest.fixture(autouse=True)
+def _no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLflow tracker is off outside tests/tracking (which turns it back on): a fresh embedded
+    store per test would cost seconds each."""
+    monkeypatch.setenv("SCANFLOW_TRACKER", "off")
+
+
 @pytest.fixture
 def pm() -> PluginManager:
     """A fresh manager with the built-in plugins and no entry points."""

@@ -468,9 +468,12 @@ def test_plugins_json(capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "plugins", "--json")
 
     assert code == 0
-    described = json.loads(out)
-    assert {p["name"]: p["hooks"] for p in described} == BUILTINS
-    assert {p["source"] for p in described} == {"built-in"}
+    described = {p["name"]: p["hooks"] for p in json.loads(out)}
+    from scanflow_core.plugins import DEFAULT_PLUGINS
+
+    assert set(described) == set(DEFAULT_PLUGINS)
+    assert {name: described[name] for name in BUILTINS} == BUILTINS
+    assert {p["source"] for p in json.loads(out)} == {"built-in"}
 
 
 def mermaid_edges(text: str) -> set[tuple[str, str]]:
