@@ -309,6 +309,10 @@ def _print_summary(run: Any, selected: list[str], elapsed: float, out: TextIO) -
         if not report["complete"]:
             lacking = "; ".join(report["missing"] + report["mistyped"])
             print(f"  ! {name}: stage metadata of {report['stage']!r} incomplete: {lacking}", file=out)
+    if run.notes:
+        print("", file=out)
+        for note in run.notes:
+            print(f"  {note}", file=out)
     if run.objectives:
         print("\nobjectives:", file=out)
         for objective in run.objectives:

@@ -99,6 +99,8 @@ class WorkflowRun:
         self.active: dict[str, StepRun] = {}
         #: Set when the run is interrupted: runtimes stop what they started (kill child processes).
         self.cancelled = threading.Event()
+        #: Lines for people, added by plugins (where tracking went, how to verify); shown in the summary.
+        self.notes: list[str] = []
 
     @property
     def manifest_path(self) -> Path:

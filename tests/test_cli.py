@@ -443,7 +443,12 @@ BUILTINS = {
     "scanflow_core.runtimes.local": ["scanflow_execute_step"],
     "scanflow_core.stages": ["scanflow_stage_requirements"],
     "scanflow_core.checking.builtin": ["scanflow_check", "scanflow_checker_names"],
-    "scanflow_core.attestation.plugin": ["scanflow_attest_step", "scanflow_sign", "scanflow_step_start"],
+    "scanflow_core.attestation.plugin": [
+        "scanflow_attest_step",
+        "scanflow_sign",
+        "scanflow_step_start",
+        "scanflow_workflow_finish",
+    ],
 }
 
 

@@ -22,7 +22,7 @@ from scanflow_core.plugins import hookimpl
 
 if TYPE_CHECKING:
     from scanflow_core.attestation.keys import SigningKey
-    from scanflow_core.runs import StepRun
+    from scanflow_core.runs import StepRun, WorkflowRun
 
 __all__ = [
     "attest_step",
@@ -94,6 +94,13 @@ def scanflow_attest_step(step_run: StepRun) -> list[Path] | None:
     if not step_run.run.workflow.attestation.enabled:
         return None
     return [attest_step(step_run)]
+
+
+@hookimpl
+def scanflow_workflow_finish(run: WorkflowRun) -> None:
+    envelopes = sorted(run.attestation_dir.glob("*.intoto.jsonl")) if run.attestation_dir.is_dir() else []
+    if envelopes:
+        run.notes.append(f"attested: {len(envelopes)} step(s); check with: scanflow verify {run.directory}")
 
 
 @hookimpl(trylast=True)

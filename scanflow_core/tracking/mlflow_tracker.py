@@ -611,7 +611,7 @@ def scanflow_workflow_finish(run: WorkflowRun) -> None:
     if tracker is not None:
         tracker.send(None, "", TrackingBatch(tags={"scanflow.status": run.status}))
         tracker.set_status(None, "", _STATUS.get(run.status, "FAILED"))
-        _final_sync(tracker)
+        _final_sync(tracker, run)
 
 
 @hookimpl
@@ -619,19 +619,23 @@ def scanflow_workflow_error(run: WorkflowRun, error: BaseException) -> None:
     tracker = tracker_for(run)
     if tracker is not None:
         tracker.set_status(None, "", "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-        _final_sync(tracker)
+        _final_sync(tracker, run)
 
 
-def _final_sync(tracker: Tracker) -> None:
-    if not tracker.spool.maybe_pending() or _mlflow_missing():
-        return
-    report = tracker.sync()
-    if report.pending:
-        log.warning(
-            "%d tracking record(s) of run %s are still spooled (%s); send them with "
-            "`scanflow tracker sync %s`",
-            report.pending,
-            tracker.target.run_id,
-            report.error,
-            tracker.target.run_id,
+def _final_sync(tracker: Tracker, run: WorkflowRun) -> None:
+    """Replay what is spooled, then say in the run's notes where the records are."""
+    target = tracker.target
+    missing = _mlflow_missing()
+    report = tracker.sync() if tracker.spool.maybe_pending() and not missing else None
+    if missing or (report is not None and report.pending):
+        what = f"{report.pending} tracking record(s)" if report is not None else "tracking records"
+        why = report.error if report is not None else "mlflow is not installed"
+        message = (
+            f"{what} of run {target.run_id} are spooled in {tracker.tracking_dir} ({why}); "
+            f"send them with: scanflow tracker sync {target.run_id}"
         )
+        if not missing:  # a missing mlflow was said once already, when it was first needed
+            log.warning("%s", message)
+        run.notes.append(message)
+    else:
+        run.notes.append(f"tracked in MLflow: {target.uri} (experiment {target.experiment!r})")
