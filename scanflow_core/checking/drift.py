@@ -1,0 +1,597 @@
+"""Drift detection: is a new batch of data drawn from the same distribution as the reference data?
+
+:class:`DriftDetector` joins four tests, each with a valid p-value under "no drift":
+
+``autoencoder``
+    Scanflow's method. A small torch autoencoder is trained on part of the reference (the *fit* part);
+    every sample's score is its reconstruction error (mean squared error over the standardised numeric
+    features). The rest of the reference (the *calibration* part, never seen in training) gives the scores
+    of in-distribution data. A batch is judged by a one-sided Mann-Whitney U test of its scores against the
+    calibration scores: its p-value is valid because calibration and batch scores are exchangeable under no
+    drift (the original Scanflow min-max normalised each batch on its own, so scores were not comparable).
+``features``
+    One test per feature against the whole reference: two-sample Kolmogorov-Smirnov for numeric features,
+    chi-square test of homogeneity for categorical ones. Per-feature p-values are corrected with
+    Benjamini-Hochberg; the family's p-value is the smallest adjusted one (Simes' test of "no feature
+    drifted").
+``class_balance``
+    When labels are given: chi-square test of homogeneity of class counts (reference vs batch).
+``new levels``
+    Categorical levels (and classes) the reference never had are reported and count as drift.
+
+The overall ``p_value`` is Bonferroni over the families that apply: ``min(1, k * min(p_family))``; a
+batch has ``drifted`` when that p-value is below ``alpha`` or it has new levels.
+
+Example::
+
+    detector = DriftDetector(seed=0).fit(x_train)
+    result = detector.test(x_new)
+    result.drifted, result.p_value, result.tests  # {'autoencoder': ..., 'features': ...}
+    detector.save("drift-detector")               # a folder: weights.pt + detector.json
+    DriftDetector.load("drift-detector").test(x_new)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DriftDetector", "DriftResult", "FeatureResult"]
+
+FORMAT_VERSION = 1
+MISSING_LEVEL = "<NA>"
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """One feature's test: ``ks`` (numeric) or ``chi2`` (categorical), with its BH-adjusted p-value."""
+
+    name: str
+    kind: str
+    statistic: float
+    p_value: float
+    adjusted_p_value: float
+    drifted: bool
+    new_levels: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The outcome of :meth:`DriftDetector.test` on one batch.
+
+    ``score`` is the batch's mean reconstruction error (``nan`` without numeric features) and
+    ``reference_score`` the calibration part's; ``sample_scores`` holds each sample's error and
+    ``sample_p_values`` its conformal p-value (the share of calibration scores at least as large);
+    ``anomalous_share`` is the share of samples whose conformal p-value is at most ``alpha``.
+    ``tests`` maps each family (``autoencoder``, ``features``, ``class_balance``) to its p-value.
+    """
+
+    drifted: bool
+    p_value: float
+    alpha: float
+    score: float
+    reference_score: float
+    anomalous_share: float
+    tests: dict[str, float]
+    features: list[FeatureResult]
+    new_levels: dict[str, list[str]]
+    class_balance: dict[str, Any] | None
+    size: int
+    sample_scores: np.ndarray = field(repr=False)
+    sample_p_values: np.ndarray = field(repr=False)
+
+    @property
+    def drifted_features(self) -> list[str]:
+        return [f.name for f in self.features if f.drifted]
+
+    def summary(self) -> str:
+        """One line in words."""
+        verdict = "drift" if self.drifted else "no drift"
+        parts = [f"{verdict} in {self.size} samples (p = {self.p_value:.3g}, alpha = {self.alpha:g})"]
+        if not math.isnan(self.score):
+            parts.append(
+                f"reconstruction error {self.score:.3g} vs {self.reference_score:.3g} on reference, "
+                f"{self.anomalous_share:.0%} of samples anomalous"
+            )
+        drifted = self.drifted_features
+        if drifted:
+            shown = ", ".join(drifted[:5]) + (f" and {len(drifted) - 5} more" if len(drifted) > 5 else "")
+            parts.append(f"{len(drifted)} of {len(self.features)} features drifted ({shown})")
+        for name, levels in self.new_levels.items():
+            parts.append(f"new levels in {name}: {', '.join(levels[:5])}")
+        if self.class_balance is not None and self.class_balance["p_value"] < self.alpha:
+            parts.append(f"class balance changed (p = {self.class_balance['p_value']:.3g})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the per-sample arrays, JSON-serialisable."""
+        data = asdict(self)
+        data.pop("sample_scores")
+        data.pop("sample_p_values")
+        data["drifted_features"] = self.drifted_features
+        return data
+
+
+def _autoencoder(features: int, hidden: int, latent: int) -> Any:
+    """``features -> hidden -> latent -> hidden -> features`` with ReLU after each hidden layer."""
+    return nn.Sequential(
+        nn.Linear(features, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, latent),
+        nn.Linear(latent, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, features),
+    )
+
+
+class DriftDetector:
+    """Fit on reference data, then :meth:`test` batches for drift (see the module's docstring).
+
+    Args:
+        alpha: the significance level of :meth:`test`'s ``drifted`` verdict.
+        seed: seeds the fit/calibration split and the autoencoder, so a fit is reproducible.
+        calibration_fraction: the share of the reference kept out of training to calibrate scores.
+        epochs: training epochs of the autoencoder (minibatches of 64, Adam).
+        threads: torch threads while fitting (restored afterwards).
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.05,
+        seed: int = 0,
+        calibration_fraction: float = 0.4,
+        epochs: int = 60,
+        threads: int = 1,
+    ) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), not {alpha}")
+        if not 0.05 <= calibration_fraction <= 0.95:
+            raise ValueError(f"calibration_fraction must lie in [0.05, 0.95], not {calibration_fraction}")
+        if epochs < 1 or threads < 1:
+            raise ValueError("epochs and threads must be at least 1")
+        self.alpha = alpha
+        self.seed = seed
+        self.calibration_fraction = calibration_fraction
+        self.epochs = epochs
+        self.threads = threads
+        self._fitted = False
+
+    @property
+    def reference_scores(self) -> np.ndarray:
+        """The calibration part's reconstruction errors, sorted (empty without an autoencoder)."""
+        return self.calibration_sorted
+
+    # ------------------------------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        reference: Any,
+        labels: Any = None,
+        *,
+        categorical: Sequence[str] = (),
+    ) -> DriftDetector:
+        """Learn the reference: a 2-D array or a pandas DataFrame (``object``, ``category``, ``bool``
+        and ``string`` columns, and those named in ``categorical``, are categorical), with optional
+        labels (one per row) for the class-balance test. Returns ``self``."""
+        names, numeric, categories = _columns(reference, categorical)
+        rows = len(numeric) if numeric is not None else len(next(iter(categories.values()), []))
+        if rows < 20:
+            raise ValueError(f"the reference needs at least 20 rows, not {rows}")
+        self.columns = names
+        self.numeric_names = [n for n in names if n not in categories]
+        self.categorical_names = list(categories)
+        self.level_counts = {name: _counts(values) for name, values in categories.items()}
+        self.class_counts = _counts(_labels(labels, rows)) if labels is not None else None
+
+        d = len(self.numeric_names)
+        self.reference_sorted = np.sort(numeric, axis=0) if numeric is not None else np.empty((0, 0))
+        self.autoencoder: Any = None
+        self.calibration_sorted = np.empty(0)
+        if numeric is not None and d >= 2:
+            self._fit_autoencoder(numeric)
+        self._fitted = True
+        return self
+
+    def _fit_autoencoder(self, numeric: np.ndarray) -> None:
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(numeric))
+        n_cal = max(10, round(len(numeric) * self.calibration_fraction))
+        fit_rows, cal_rows = numeric[order[n_cal:]], numeric[order[:n_cal]]
+        mean = np.nanmean(fit_rows, axis=0)
+        std = np.nanstd(fit_rows, axis=0)
+        floor = max(float(np.median(std)) * 0.1, 1e-6)
+        self.mean = np.nan_to_num(mean).astype(np.float32)
+        self.scale = np.maximum(np.nan_to_num(std), floor).astype(np.float32)
+        d = numeric.shape[1]
+        self.hidden = min(64, max(8, d // 2))
+        self.latent = max(2, min(16, d // 8))
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                net = _autoencoder(d, self.hidden, self.latent)
+                x = torch.from_numpy(self._standardise(fit_rows))
+                optimizer = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-5)
+                generator = torch.Generator().manual_seed(self.seed)
+                for _ in range(self.epochs):
+                    for batch in torch.randperm(len(x), generator=generator).split(64):
+                        optimizer.zero_grad()
+                        loss = nn.functional.mse_loss(net(x[batch]), x[batch])
+                        loss.backward()
+                        optimizer.step()
+            self._take_weights(net)
+            self.calibration_sorted = np.sort(self._scores(cal_rows))
+        finally:
+            torch.set_num_threads(previous)
+
+    def _standardise(self, numeric: np.ndarray) -> np.ndarray:
+        z = (numeric.astype(np.float32, copy=False) - self.mean) / self.scale
+        clean: np.ndarray = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+        return clean
+
+    def _scores(self, numeric: np.ndarray) -> np.ndarray:
+        """Each row's reconstruction error: the network's forward pass in float32 NumPy, with weights
+        taken from the torch model once (no autograd, no torch thread pool: a batch of 100 takes
+        well under a millisecond)."""
+        h = self._standardise(numeric)
+        x = h
+        for i, (weight, bias) in enumerate(self._layers):
+            h = h @ weight + bias
+            if i in (0, 2):
+                np.maximum(h, 0.0, out=h)
+        return np.asarray(((h - x) ** 2).mean(axis=1), dtype=np.float64)
+
+    def _take_weights(self, net: Any) -> None:
+        net.eval()
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
+        self.autoencoder = net
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        self._layers = [
+            (np.ascontiguousarray(m.weight.detach().numpy().T), m.bias.detach().numpy().copy())
+            for m in linears
+        ]
+
+    # ------------------------------------------------------------------------------------------ test
+
+    def test(self, batch: Any, labels: Any = None) -> DriftResult:
+        """Test one batch (same columns as the reference; labels optional) and return the verdict."""
+        if not self._fitted:
+            raise RuntimeError("call fit() (or DriftDetector.load) before test()")
+        numeric, categories = self._batch_columns(batch)
+        size = len(numeric) if numeric is not None else len(next(iter(categories.values()), []))
+        if size < 1:
+            raise ValueError("the batch is empty")
+        tests: dict[str, float] = {}
+
+        scores = np.full(size, math.nan)
+        sample_p = np.full(size, math.nan)
+        score = reference_score = anomalous = math.nan
+        if self.autoencoder is not None and numeric is not None:
+            scores = self._scores(numeric)
+            cal = self.calibration_sorted
+            below = np.searchsorted(cal, scores, side="left")
+            at_most = np.searchsorted(cal, scores, side="right")
+            sample_p = (1.0 + len(cal) - below) / (len(cal) + 1.0)
+            tests["autoencoder"] = _mann_whitney_greater(below, at_most, len(cal))
+            score, reference_score = float(scores.mean()), float(cal.mean())
+            anomalous = float((sample_p <= self.alpha).mean())
+
+        features, new_levels = self._feature_tests(numeric, categories)
+        if features:
+            tests["features"] = min(f.adjusted_p_value for f in features)
+
+        class_balance = None
+        if self.class_counts is not None and labels is not None:
+            observed = _counts(_labels(labels, size))
+            statistic, p_class, unseen = _chi2_homogeneity(self.class_counts, observed)
+            class_balance = {
+                "statistic": statistic,
+                "p_value": p_class,
+                "reference": _shares(self.class_counts),
+                "batch": _shares(observed),
+                "new_classes": unseen,
+            }
+            tests["class_balance"] = p_class
+            if unseen:
+                new_levels["<class>"] = unseen
+
+        p_value = min(1.0, len(tests) * min(tests.values())) if tests else 1.0
+        return DriftResult(
+            drifted=bool(p_value < self.alpha or new_levels),
+            p_value=p_value,
+            alpha=self.alpha,
+            score=score,
+            reference_score=reference_score,
+            anomalous_share=anomalous,
+            tests=tests,
+            features=features,
+            new_levels=new_levels,
+            class_balance=class_balance,
+            size=size,
+            sample_scores=scores,
+            sample_p_values=sample_p,
+        )
+
+    def _batch_columns(self, batch: Any) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        if _is_frame(batch):
+            missing = [c for c in self.columns if c not in batch.columns]
+            if missing:
+                raise ValueError(f"the batch lacks the reference's columns {missing}")
+            numeric = (
+                batch[self.numeric_names].to_numpy(dtype=np.float64, na_value=np.nan)
+                if self.numeric_names
+                else None
+            )
+            categories = {name: _levels(batch[name].to_numpy()) for name in self.categorical_names}
+            return numeric, categories
+        array = np.asarray(batch)
+        if array.ndim == 1:
+            array = array[None, :]
+        array = array.reshape(len(array), -1)
+        if array.shape[1] != len(self.columns):
+            raise ValueError(f"the batch has {array.shape[1]} columns, the reference {len(self.columns)}")
+        if self.categorical_names:
+            raise ValueError("the reference has categorical columns: pass the batch as a DataFrame")
+        return array.astype(np.float64), {}
+
+    def _feature_tests(
+        self, numeric: np.ndarray | None, categories: Mapping[str, np.ndarray]
+    ) -> tuple[list[FeatureResult], dict[str, list[str]]]:
+        rows: list[tuple[str, str, float, float, list[str]]] = []
+        if numeric is not None and self.numeric_names:
+            statistics, p_values = _ks_many(self.reference_sorted, numeric)
+            rows += [
+                (name, "ks", float(s), float(p), [])
+                for name, s, p in zip(self.numeric_names, statistics, p_values, strict=True)
+            ]
+        new_levels: dict[str, list[str]] = {}
+        for name in self.categorical_names:
+            statistic, p, unseen = _chi2_homogeneity(self.level_counts[name], _counts(categories[name]))
+            rows.append((name, "chi2", statistic, p, unseen))
+            if unseen:
+                new_levels[name] = unseen
+        adjusted = _benjamini_hochberg(np.array([r[3] for r in rows]))
+        results = [
+            FeatureResult(name, kind, statistic, p, float(a), bool(a < self.alpha or unseen), unseen)
+            for (name, kind, statistic, p, unseen), a in zip(rows, adjusted, strict=True)
+        ]
+        return results, new_levels
+
+    # ------------------------------------------------------------------------------------------ save/load
+
+    def save(self, path: str | Path) -> Path:
+        """Write the detector to the folder ``path`` (``weights.pt`` of tensors, ``detector.json``)."""
+        if not self._fitted:
+            raise RuntimeError("call fit() before save()")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, Any] = {
+            "reference_sorted": torch.from_numpy(np.ascontiguousarray(self.reference_sorted)),
+            "calibration_sorted": torch.from_numpy(self.calibration_sorted),
+        }
+        meta: dict[str, Any] = {
+            "format": FORMAT_VERSION,
+            "config": {
+                "alpha": self.alpha,
+                "seed": self.seed,
+                "calibration_fraction": self.calibration_fraction,
+                "epochs": self.epochs,
+                "threads": self.threads,
+            },
+            "columns": self.columns,
+            "numeric": self.numeric_names,
+            "categorical": self.level_counts,
+            "classes": self.class_counts,
+            "autoencoder": None,
+        }
+        if self.autoencoder is not None:
+            meta["autoencoder"] = {"hidden": self.hidden, "latent": self.latent}
+            tensors["mean"] = torch.from_numpy(self.mean)
+            tensors["scale"] = torch.from_numpy(self.scale)
+            tensors.update({f"net.{k}": v for k, v in self.autoencoder.state_dict().items()})
+        torch.save(tensors, folder / "weights.pt")
+        (folder / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> DriftDetector:
+        """A detector written by :meth:`save` (no reference data needed; weights load with
+        ``weights_only=True``)."""
+        folder = Path(path)
+        meta = json.loads((folder / "detector.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"{folder} holds drift detector format {meta.get('format')!r}, not {FORMAT_VERSION}"
+            )
+        tensors = torch.load(folder / "weights.pt", weights_only=True)
+        detector = cls(**meta["config"])
+        detector.columns = list(meta["columns"])
+        detector.numeric_names = list(meta["numeric"])
+        detector.level_counts = {k: dict(v) for k, v in meta["categorical"].items()}
+        detector.categorical_names = list(detector.level_counts)
+        detector.class_counts = meta["classes"]
+        detector.reference_sorted = tensors["reference_sorted"].numpy()
+        detector.calibration_sorted = tensors["calibration_sorted"].numpy()
+        detector.autoencoder = None
+        if meta["autoencoder"] is not None:
+            detector.hidden, detector.latent = meta["autoencoder"]["hidden"], meta["autoencoder"]["latent"]
+            detector.mean, detector.scale = tensors["mean"].numpy(), tensors["scale"].numpy()
+            net = _autoencoder(len(detector.numeric_names), detector.hidden, detector.latent)
+            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            detector._take_weights(net)
+        detector._fitted = True
+        return detector
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _is_frame(data: Any) -> bool:
+    return hasattr(data, "columns") and hasattr(data, "dtypes")
+
+
+def _columns(
+    data: Any, categorical: Sequence[str]
+) -> tuple[list[str], np.ndarray | None, dict[str, np.ndarray]]:
+    """Column names, the numeric columns as a float matrix, and each categorical column's levels."""
+    if not _is_frame(data):
+        array = np.asarray(data)
+        array = array.reshape(len(array), -1) if array.ndim != 2 else array
+        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+            import pandas as pd
+
+            return _columns(
+                pd.DataFrame(array, columns=[f"f{i}" for i in range(array.shape[1])]), categorical
+            )
+        return [f"f{i}" for i in range(array.shape[1])], array.astype(np.float64), {}
+    import pandas as pd
+
+    names = [str(c) for c in data.columns]
+    if len(set(names)) != len(names):
+        raise ValueError("the reference has duplicate column names")
+    unknown = sorted(set(categorical) - set(names))
+    if unknown:
+        raise ValueError(f"categorical columns {unknown} are not in the reference")
+    kinds = {
+        name: name in categorical
+        or not pd.api.types.is_numeric_dtype(data[column])
+        or pd.api.types.is_bool_dtype(data[column])
+        for name, column in zip(names, data.columns, strict=True)
+    }
+    numeric_cols = [c for c, n in zip(data.columns, names, strict=True) if not kinds[n]]
+    numeric = data[numeric_cols].to_numpy(dtype=np.float64, na_value=np.nan) if numeric_cols else None
+    categories = {
+        n: _levels(data[c].to_numpy()) for c, n in zip(data.columns, names, strict=True) if kinds[n]
+    }
+    return names, numeric, categories
+
+
+def _levels(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return np.array([MISSING_LEVEL if pd.isna(v) else str(v) for v in values], dtype=object)
+
+
+def _labels(labels: Any, rows: int) -> np.ndarray:
+    values = np.asarray(labels).reshape(-1)
+    if len(values) != rows:
+        raise ValueError(f"got {len(values)} labels for {rows} rows")
+    return np.array([str(v.item() if hasattr(v, "item") else v) for v in values], dtype=object)
+
+
+def _counts(levels: np.ndarray) -> dict[str, int]:
+    found, counts = np.unique(levels, return_counts=True)
+    return {str(level): int(n) for level, n in zip(found, counts, strict=True)}
+
+
+def _shares(counts: Mapping[str, int]) -> dict[str, float]:
+    total = sum(counts.values())
+    return {k: round(v / total, 4) for k, v in sorted(counts.items())}
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def _norm_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _mann_whitney_greater(below: np.ndarray, at_most: np.ndarray, n_cal: int) -> float:
+    """One-sided Mann-Whitney U p-value that batch scores are larger than calibration scores.
+
+    ``below[i]`` / ``at_most[i]`` count the calibration scores under / at most batch score ``i``;
+    normal approximation with continuity correction (scores are continuous: ties are negligible).
+    """
+    m = len(below)
+    u = float(below.sum() + 0.5 * (at_most - below).sum())
+    mean = m * n_cal / 2.0
+    sd = math.sqrt(m * n_cal * (m + n_cal + 1) / 12.0)
+    return min(1.0, _norm_sf((u - mean - 0.5) / sd))
+
+
+def _ks_many(reference_sorted: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sample Kolmogorov-Smirnov statistic and p-value for every column (NaNs left out).
+
+    The supremum of ``|F_ref - F_batch|`` is reached at a batch value, at it or just left of it: two
+    binary searches per column in the sorted reference, and the batch's own ranks, are enough. The
+    p-value is Kolmogorov's limit law with Stephens' small-sample correction,
+    ``Q((sqrt(n_e) + 0.12 + 0.11 / sqrt(n_e)) * D)`` with ``n_e = n m / (n + m)`` (accurate from
+    ``n_e >= 4``; conservative when values tie).
+    """
+    from scipy.special import kolmogorov
+
+    x = np.sort(batch, axis=0)  # NaNs sort last, as in reference_sorted
+    valid = ~np.isnan(x)
+    n = (~np.isnan(reference_sorted)).sum(axis=0)
+    m = valid.sum(axis=0)
+    own_left, own_right = _tie_ranks(x)
+    ref_left = np.empty(x.shape)
+    ref_right = np.empty(x.shape)
+    for j in range(x.shape[1]):
+        column = reference_sorted[: n[j], j]
+        ref_left[:, j] = np.searchsorted(column, x[:, j], side="left")
+        ref_right[:, j] = np.searchsorted(column, x[:, j], side="right")
+    n_f, m_f = np.maximum(n, 1).astype(np.float64), np.maximum(m, 1).astype(np.float64)
+    gap = np.maximum(np.abs(ref_left / n_f - own_left / m_f), np.abs(ref_right / n_f - own_right / m_f))
+    statistics = np.where(valid, gap, 0.0).max(axis=0, initial=0.0)
+    statistics[(n == 0) | (m == 0)] = 0.0
+    sizes = np.maximum(n * m / np.maximum(n + m, 1), 1.0)
+    root = np.sqrt(sizes)
+    p_values = np.clip(kolmogorov((root + 0.12 + 0.11 / root) * statistics), 0.0, 1.0)
+    return statistics, p_values
+
+
+def _tie_ranks(sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each value of each sorted column: how many values are ``<`` it and ``<=`` it."""
+    rows = sorted_columns.shape[0]
+    index = np.arange(rows)[:, None]
+    starts = np.ones(sorted_columns.shape, dtype=bool)
+    starts[1:] = sorted_columns[1:] != sorted_columns[:-1]
+    left = np.maximum.accumulate(np.where(starts, index, 0), axis=0)
+    ends = np.ones(sorted_columns.shape, dtype=bool)
+    ends[:-1] = starts[1:]
+    right = np.minimum.accumulate(np.where(ends, index, rows)[::-1], axis=0)[::-1] + 1
+    return left.astype(np.float64), right.astype(np.float64)
+
+
+def _chi2_homogeneity(
+    reference: Mapping[str, int], batch: Mapping[str, int]
+) -> tuple[float, float, list[str]]:
+    """Chi-square test that the batch's level counts follow the reference's (a 2 x k table over the
+    reference's levels); levels the reference never had are returned, not tested."""
+    from scipy.stats import chi2
+
+    levels = sorted(reference)
+    unseen = sorted(set(batch) - set(reference))
+    table = np.array([[reference[k] for k in levels], [batch.get(k, 0) for k in levels]], dtype=np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2 or table[1].sum() == 0:
+        return 0.0, 1.0, unseen
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return statistic, float(chi2.sf(statistic, table.shape[1] - 1)), unseen
+
+
+def _benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (their minimum is Simes' global p-value)."""
+    k = len(p_values)
+    if k == 0:
+        return p_values
+    order = np.argsort(p_values)
+    ranked = p_values[order] * k / np.arange(1, k + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(k)
+    out[order] = np.clip(adjusted, 0.0, 1.0)
+    return out
