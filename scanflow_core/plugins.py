@@ -29,6 +29,7 @@ hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "scanflow_core.runtimes.inprocess",
     "scanflow_core.runtimes.local",
+    "scanflow_core.runtimes.docker",
     "scanflow_core.stages",
     "scanflow_core.attestation.plugin",
     "scanflow_core.tracking.mlflow_tracker",

@@ -281,7 +281,9 @@ def test_a_container_step_without_a_container_runtime_says_what_to_install(
           - {name: boxed, stage: training, image: "python:3.11-slim", command: "python -c 1"}
         """
     )
-    run = WorkflowRun(load_workflow(spec), pm=get_plugin_manager(autoload=False))
+    pm = get_plugin_manager(autoload=False)
+    pm.unregister(name="scanflow_core.runtimes.docker")  # as if scanflow[docker] were not installed
+    run = WorkflowRun(load_workflow(spec), pm=pm)
     run.open()
     with pytest.raises(
         StepFailed, match=r"runs in python:3.11-slim, and no registered runtime runs containers"

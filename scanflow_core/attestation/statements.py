@@ -104,7 +104,8 @@ def _dependencies(step_run: StepRun) -> list[dict[str, Any]]:
         dep["annotations"]["scanflow.producer"] = run.plan.artifacts[artifact].producer
         deps.append(dep)
     details = step_run.execution.details if step_run.execution else {}
-    image = details.get("image") or step_run.step.spec.image
+    ran_in_container = step_run.execution is not None and step_run.execution.runtime == "docker"
+    image = details.get("image") or (step_run.step.spec.image if ran_in_container else None)
     if image:
         dep = {"name": str(image), "uri": f"docker://{image}", "annotations": {"scanflow.role": "image"}}
         image_digest = details.get("image_digest")

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ from scanflow_core.runs import StepRun
 _TAIL_LINES = 20
 _POLL_S = 0.1
 
+#: Where a host path is seen by the step's code: itself for a local process, a mount point in a container.
+PathMap = Callable[[Path], str]
+
 
 class _Namespace:
     def __init__(self, values: Mapping[str, Any], what: str) -> None:
@@ -43,17 +46,20 @@ class _Namespace:
             raise KeyError(f"{self._what}.{name}") from None
 
 
-def command_argv(step_run: StepRun) -> list[str]:
-    """The step's command with its placeholders filled in."""
+def command_argv(step_run: StepRun, paths: PathMap = str, python: str = sys.executable) -> list[str]:
+    """The step's command with its placeholders filled in (paths as ``paths`` maps them).
+
+    A ``call`` runs as ``python -m scanflow_core.exec``, with ``python`` the interpreter to use.
+    """
     spec = step_run.step.spec
     if spec.call is not None:
-        return [sys.executable, "-m", "scanflow_core.exec"]
+        return [python, "-m", "scanflow_core.exec"]
     command = spec.command
     parts = shlex.split(command) if isinstance(command, str) else list(command or [])
     values = {
         "params": _Namespace(step_run.params, "params"),
-        "inputs": _Namespace(step_run.inputs, "inputs"),
-        "outputs": _Namespace(step_run.outputs, "outputs"),
+        "inputs": _Namespace({k: paths(v) for k, v in step_run.inputs.items()}, "inputs"),
+        "outputs": _Namespace({k: paths(v) for k, v in step_run.outputs.items()}, "outputs"),
         "run_id": step_run.run.run_id,
         "step": step_run.name,
     }
@@ -65,31 +71,35 @@ def command_argv(step_run: StepRun) -> list[str]:
         ) from None
 
 
-def step_environment(step_run: StepRun, record_file: Path) -> dict[str, str]:
-    """What a child process (or a container) of the step finds in its environment."""
+def step_environment(step_run: StepRun, record_file: Path, paths: PathMap = str) -> dict[str, str]:
+    """What a child process (or a container) of the step finds in its environment.
+
+    Paths (the run folder, the record file, inputs, outputs, the ``call``'s python path) are given
+    as ``paths`` maps them: a container runtime passes its mount points.
+    """
     step = step_run.step
     env = {
         "SCANFLOW_RUN_ID": step_run.run.run_id,
         "SCANFLOW_STEP": step_run.name,
         "SCANFLOW_STAGE": step_run.stage,
-        "SCANFLOW_RUN_DIR": str(step_run.run.directory),
-        RECORD_FILE_ENV: str(record_file),
+        "SCANFLOW_RUN_DIR": paths(step_run.run.directory),
+        RECORD_FILE_ENV: paths(record_file),
         "SCANFLOW_PARAMS": json.dumps(step_run.params, default=str),
     }
     for name, value in step_run.params.items():
         env[f"SCANFLOW_PARAM_{name.upper()}"] = (
             value if isinstance(value, str) else json.dumps(value, default=str)
         )
-    env.update({f"SCANFLOW_INPUT_{k.upper()}": str(v) for k, v in step_run.inputs.items()})
-    env.update({f"SCANFLOW_OUTPUT_{k.upper()}": str(v) for k, v in step_run.outputs.items()})
+    env.update({f"SCANFLOW_INPUT_{k.upper()}": paths(v) for k, v in step_run.inputs.items()})
+    env.update({f"SCANFLOW_OUTPUT_{k.upper()}": paths(v) for k, v in step_run.outputs.items()})
     if step.spec.call is not None:
         env[CALL_ENV] = step.spec.call
         env[ARGS_ENV] = json.dumps(
             {
                 "params": step_run.params,
-                "inputs": {k: str(v) for k, v in step_run.inputs.items()},
-                "outputs": {k: str(v) for k, v in step_run.outputs.items()},
-                "python_path": [str(step.directory / p) for p in step.workflow.python_path],
+                "inputs": {k: paths(v) for k, v in step_run.inputs.items()},
+                "outputs": {k: paths(v) for k, v in step_run.outputs.items()},
+                "python_path": [paths(step.directory / p) for p in step.workflow.python_path],
             },
             default=str,
         )
@@ -104,6 +114,14 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
     runs_here = runs_here or (spec.runtime == "local" and (spec.call is not None or spec.command is not None))
     if not runs_here:
         return None
+    return run_local(step_run)
+
+
+def run_local(step_run: StepRun) -> ExecutionResult:
+    """Run the step's ``command`` (or its ``call`` through ``scanflow_core.exec``) as a child process.
+
+    Also the fallback of a container step with ``runtime: auto`` on a machine without an engine.
+    """
     record_file = step_run.directory / "record.jsonl"
     record_file.unlink(missing_ok=True)
     argv = command_argv(step_run)
@@ -134,7 +152,7 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
                 step_run.name,
                 step_run.run.run_id,
                 f"timed out after {step_run.timeout:g}s and was killed",
-                _tail(step_run),
+                log_tail(step_run),
             ) from None
         except BaseException:
             _kill(process)
@@ -142,7 +160,7 @@ def scanflow_execute_step(step_run: StepRun) -> ExecutionResult | None:
     step_run.recorder.replay(record_file)
     if code != 0:
         raise StepFailed(
-            step_run.name, step_run.run.run_id, f"{argv[0]} exited with code {code}", _tail(step_run)
+            step_run.name, step_run.run.run_id, f"{argv[0]} exited with code {code}", log_tail(step_run)
         )
     return ExecutionResult("local", exit_code=code, details={"argv": argv})
 
@@ -159,7 +177,8 @@ def _wait(process: subprocess.Popen[bytes], step_run: StepRun) -> int:
         except subprocess.TimeoutExpired:
             if step_run.run.cancelled.is_set():
                 _kill(process)
-                raise StepFailed(step_run.name, step_run.run.run_id, "interrupted", _tail(step_run)) from None
+                reason = "interrupted"
+                raise StepFailed(step_run.name, step_run.run.run_id, reason, log_tail(step_run)) from None
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -168,7 +187,8 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _tail(step_run: StepRun) -> str:
+def log_tail(step_run: StepRun) -> str:
+    """The last lines of the step's log, for an error message."""
     try:
         lines = step_run.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
