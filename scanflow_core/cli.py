@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.tracking.commands",
     "scanflow_core.attestation.commands",
     "scanflow_core.checking.commands",
+    "scanflow_core.deploy.commands",
 )
 
 EXIT_STEP_FAILED = 1
