@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "scanflow_core.attestation.plugin",
     "scanflow_core.tracking.mlflow_tracker",
     "scanflow_core.checking.builtin",
+    "scanflow_core.runtimes.sidecars",  # after the tracker: its workflow start runs first
 )
 
 

@@ -175,3 +175,7 @@ class SidecarSpec:
     ports: dict[int, int | None] = field(default_factory=dict)
     healthcheck: str | None = None
     inject_env: dict[str, str] = field(default_factory=dict)
+    #: Container path → named volume (read-write; the runtime makes it when missing, and keeps it).
+    volumes: dict[str, str] = field(default_factory=dict)
+    #: Container path → host path, mounted read-only.
+    binds: dict[str, str] = field(default_factory=dict)

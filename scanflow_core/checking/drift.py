@@ -27,7 +27,7 @@ Example::
     detector = DriftDetector(seed=0).fit(x_train)
     result = detector.test(x_new)
     result.drifted, result.p_value, result.tests  # {'autoencoder': ..., 'features': ...}
-    detector.save("drift-detector")               # a folder: weights.pt + detector.json
+    detector.save("drift-detector")               # a folder: weights.pt, arrays.npz, detector.json
     DriftDetector.load("drift-detector").test(x_new)
 """
 
@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 __all__ = ["DriftDetector", "DriftResult", "FeatureResult"]
 
@@ -122,6 +120,8 @@ class DriftResult:
 
 def _autoencoder(features: int, hidden: int, latent: int) -> Any:
     """``features -> hidden -> latent -> hidden -> features`` with ReLU after each hidden layer."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Linear(features, hidden),
         nn.ReLU(),
@@ -195,6 +195,7 @@ class DriftDetector:
         d = len(self.numeric_names)
         self.reference_sorted = np.sort(numeric, axis=0) if numeric is not None else np.empty((0, 0))
         self.autoencoder: Any = None
+        self._layers: list[tuple[np.ndarray, np.ndarray]] = []
         self.calibration_sorted = np.empty(0)
         if numeric is not None and d >= 2:
             self._fit_autoencoder(numeric)
@@ -209,6 +210,9 @@ class DriftDetector:
         mean = np.nanmean(fit_rows, axis=0)
         std = np.nanstd(fit_rows, axis=0)
         floor = max(float(np.median(std)) * 0.1, 1e-6)
+        import torch
+        from torch import nn
+
         self.mean = np.nan_to_num(mean).astype(np.float32)
         self.scale = np.maximum(np.nan_to_num(std), floor).astype(np.float32)
         d = numeric.shape[1]
@@ -253,6 +257,8 @@ class DriftDetector:
         return np.asarray(((h - x) ** 2).mean(axis=1), dtype=np.float64)
 
     def _take_weights(self, net: Any) -> None:
+        from torch import nn
+
         net.eval()
         for parameter in net.parameters():
             parameter.requires_grad_(False)
@@ -278,7 +284,7 @@ class DriftDetector:
         scores = np.full(size, math.nan)
         sample_p = np.full(size, math.nan)
         score = reference_score = anomalous = math.nan
-        if self.autoencoder is not None and numeric is not None:
+        if self._layers and numeric is not None:
             scores = self._scores(numeric)
             cal = self.calibration_sorted
             below = np.searchsorted(cal, scores, side="left")
@@ -372,9 +378,12 @@ class DriftDetector:
     # ------------------------------------------------------------------------------------------ save/load
 
     def save(self, path: str | Path) -> Path:
-        """Write the detector to the folder ``path`` (``weights.pt`` of tensors, ``detector.json``)."""
+        """Write the detector to the folder ``path``: ``weights.pt`` (tensors), ``arrays.npz`` (the same
+        as NumPy arrays, for :meth:`load_numpy`) and ``detector.json``."""
         if not self._fitted:
             raise RuntimeError("call fit() before save()")
+        import torch
+
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, Any] = {
@@ -402,29 +411,65 @@ class DriftDetector:
             tensors["scale"] = torch.from_numpy(self.scale)
             tensors.update({f"net.{k}": v for k, v in self.autoencoder.state_dict().items()})
         torch.save(tensors, folder / "weights.pt")
+        arrays: dict[str, Any] = {
+            "reference_sorted": self.reference_sorted,
+            "calibration_sorted": self.calibration_sorted,
+        }
+        if self.autoencoder is not None:
+            arrays.update(mean=self.mean, scale=self.scale)
+            for i, (weight, bias) in enumerate(self._layers):
+                arrays[f"layer{i}.weight"], arrays[f"layer{i}.bias"] = weight, bias
+        np.savez(folder / "arrays.npz", allow_pickle=False, **arrays)  # what load_numpy reads (no torch)
         (folder / "detector.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return folder
 
     @classmethod
-    def load(cls, path: str | Path) -> DriftDetector:
-        """A detector written by :meth:`save` (no reference data needed; weights load with
-        ``weights_only=True``)."""
-        folder = Path(path)
+    def _meta(cls, folder: Path) -> tuple[DriftDetector, dict[str, Any]]:
         meta = json.loads((folder / "detector.json").read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(
                 f"{folder} holds drift detector format {meta.get('format')!r}, not {FORMAT_VERSION}"
             )
-        tensors = torch.load(folder / "weights.pt", weights_only=True)
         detector = cls(**meta["config"])
         detector.columns = list(meta["columns"])
         detector.numeric_names = list(meta["numeric"])
         detector.level_counts = {k: dict(v) for k, v in meta["categorical"].items()}
         detector.categorical_names = list(detector.level_counts)
         detector.class_counts = meta["classes"]
+        detector.autoencoder = None
+        detector._layers = []
+        return detector, meta
+
+    @classmethod
+    def load_numpy(cls, path: str | Path) -> DriftDetector:
+        """A detector written by :meth:`save`, read without torch (``arrays.npz``): it tests batches
+        exactly as the saved one does (the forward pass is NumPy's), but cannot be fitted again."""
+        folder = Path(path)
+        detector, meta = cls._meta(folder)
+        with np.load(folder / "arrays.npz", allow_pickle=False) as arrays:
+            detector.reference_sorted = arrays["reference_sorted"]
+            detector.calibration_sorted = arrays["calibration_sorted"]
+            if meta["autoencoder"] is not None:
+                shape = meta["autoencoder"]
+                detector.hidden, detector.latent = shape["hidden"], shape["latent"]
+                detector.mean, detector.scale = arrays["mean"], arrays["scale"]
+                detector._layers = [(arrays[f"layer{i}.weight"], arrays[f"layer{i}.bias"]) for i in range(4)]
+        detector._fitted = True
+        return detector
+
+    @classmethod
+    def load(cls, path: str | Path) -> DriftDetector:
+        """A detector written by :meth:`save` (no reference data needed; weights load with
+        ``weights_only=True``); without torch installed, :meth:`load_numpy`."""
+        folder = Path(path)
+        try:
+            import torch
+        except ImportError:
+            return cls.load_numpy(folder)
+        detector, meta = cls._meta(folder)
+        tensors = torch.load(folder / "weights.pt", weights_only=True)
         detector.reference_sorted = tensors["reference_sorted"].numpy()
         detector.calibration_sorted = tensors["calibration_sorted"].numpy()
-        detector.autoencoder = None
         if meta["autoencoder"] is not None:
             detector.hidden, detector.latent = meta["autoencoder"]["hidden"], meta["autoencoder"]["latent"]
             detector.mean, detector.scale = tensors["mean"].numpy(), tensors["scale"].numpy()

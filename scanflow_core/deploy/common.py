@@ -345,7 +345,7 @@ def plan_deployment(
     run.directory = Path(RUN_MOUNT)
     sidecars = _sidecars(run)
     inject: dict[str, str] = {}
-    if workflow.tracker.enabled and workflow.tracker.uri is not None:
+    if workflow.tracker.enabled and workflow.tracker.uri not in (None, "sidecar"):
         inject["MLFLOW_TRACKING_URI"] = workflow.tracker.uri  # a server of the spec's own
     for sidecar in sidecars:
         inject.update(sidecar.spec.inject_env)
@@ -498,6 +498,6 @@ def _sidecars(run: Any) -> list[Sidecar]:
         for spec in result or []:
             found.setdefault(spec.name, Sidecar(spec, shared=spec.name == "tracker"))
     tracker = run.workflow.tracker
-    if tracker.enabled and tracker.uri is None and "tracker" not in found:
+    if tracker.enabled and tracker.uri in (None, "sidecar") and "tracker" not in found:
         found["tracker"] = tracker_sidecar()
     return list(found.values())

@@ -25,8 +25,9 @@ it), and its steps share one network namespace on it, like the containers of a p
 running at once cannot both listen on the same port). Every container, network and volume is
 labelled ``scanflow=1`` and ``scanflow.run_id=<id>``: a step's container is removed after it (in the
 background, while its outputs are digested: :func:`wait_removed`), the rest when the run finishes or
-fails (:func:`cleanup`). The engine side lives in :mod:`scanflow_core.runtimes.docker_engine`, image
-builds in :mod:`scanflow_core.runtimes.docker_images`.
+fails (:func:`cleanup`); a sidecar's data volume (the MLflow tracker's, :mod:`.sidecars`) is labelled
+``scanflow.data=<sidecar>`` instead and kept. The engine side lives in
+:mod:`scanflow_core.runtimes.docker_engine`, image builds in :mod:`scanflow_core.runtimes.docker_images`.
 """
 
 from __future__ import annotations

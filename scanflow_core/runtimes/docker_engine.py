@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -188,6 +189,7 @@ class RunState:
     network: str | None = None
     mode: str | None = None  # the steps' network mode: container:<holder>, else the network
     env: dict[str, str] = field(default_factory=dict)  # what sidecars inject into every step
+    published: dict[str, str] = field(default_factory=dict)  # sidecar → its host URL (127.0.0.1)
     images: dict[str, tuple[str, str]] = field(default_factory=dict)  # name → (id, digest)
     closed: bool = False
     removals: list[threading.Thread] = field(default_factory=list)  # containers being removed
@@ -267,27 +269,83 @@ def _holder(client: Any, run: WorkflowRun, network: str, image: str) -> str:
 
 
 def _start_sidecars(client: Any, run: WorkflowRun, state: RunState, network: str) -> None:
+    """Start the plugins' sidecars on ``network`` (reachable by their names), wait until each is
+    healthy, publish their ports to ``127.0.0.1`` (a free port unless the spec names one) and record
+    the host URLs in ``state.published`` and ``<run>/sidecars.json``."""
+    import docker.errors
+
     specs = [s for found in run.pm.hook.scanflow_sidecars(run=run) for s in found or ()]
     for sidecar in specs:
+        binds: dict[str, dict[str, str]] = {}
+        for target, volume in sidecar.volumes.items():
+            _ensure_volume(client, volume, sidecar.name)
+            binds[volume] = {"bind": target, "mode": "rw"}
+        for target, host in sidecar.binds.items():
+            binds[host] = {"bind": target, "mode": "ro"}
         host_config = client.api.create_host_config(
-            network_mode=network, port_bindings={p: h for p, h in sidecar.ports.items()} or None
+            network_mode=network,
+            port_bindings={p: ("127.0.0.1", h) if h else ("127.0.0.1",) for p, h in sidecar.ports.items()}
+            or None,
+            binds=binds or None,
         )
-        created = client.api.create_container(
-            sidecar.image,
-            command=sidecar.command or None,
-            environment=sidecar.env,
-            labels=labels(run.run_id, **{"scanflow.sidecar": sidecar.name}),
-            name=f"scanflow-{run.run_id}-{sidecar.name}",
-            ports=list(sidecar.ports) or None,
-            host_config=host_config,
-            networking_config=client.api.create_networking_config(
-                {network: client.api.create_endpoint_config(aliases=[sidecar.name])}
-            ),
-        )
-        client.api.start(created["Id"])
+        name = f"scanflow-{run.run_id}-{sidecar.name}"
+        try:
+            created = client.api.create_container(
+                sidecar.image,
+                command=sidecar.command or None,
+                environment=sidecar.env,
+                labels=labels(run.run_id, **{"scanflow.sidecar": sidecar.name}),
+                name=name,
+                ports=list(sidecar.ports) or None,
+                host_config=host_config,
+                networking_config=client.api.create_networking_config(
+                    {network: client.api.create_endpoint_config(aliases=[sidecar.name])}
+                ),
+            )
+            client.api.start(created["Id"])
+            container = created["Id"]
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: another process of this run started it
+                raise
+            container = name
         if sidecar.healthcheck:
-            _wait_healthy(client, created["Id"], sidecar.name, sidecar.healthcheck)
+            _wait_healthy(client, container, sidecar.name, sidecar.healthcheck)
+        if sidecar.ports:
+            _record_published(client, run, state, sidecar.name, container)
         state.env.update(sidecar.inject_env)
+
+
+def _ensure_volume(client: Any, volume: str, sidecar: str) -> None:
+    """A sidecar's data volume: labelled ``scanflow.data=<sidecar>``, not with the run (it is kept)."""
+    import docker.errors
+
+    try:
+        client.api.inspect_volume(volume)
+    except docker.errors.NotFound:
+        client.api.create_volume(volume, labels={"scanflow.data": sidecar})
+
+
+def _record_published(client: Any, run: WorkflowRun, state: RunState, name: str, container: str) -> None:
+    ports = client.api.inspect_container(container)["NetworkSettings"]["Ports"] or {}
+    published = {}
+    for key, bindings in ports.items():
+        if bindings:
+            binding = bindings[0]
+            published[key] = f"http://{binding.get('HostIp') or '127.0.0.1'}:{binding['HostPort']}"
+    if not published:
+        return
+    url = next(iter(published.values()))
+    state.published[name] = url
+    path = run.directory / "sidecars.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data[name] = {"url": url, "ports": published}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _wait_healthy(client: Any, container: str, name: str, check: str, timeout: float = 60.0) -> None:

@@ -95,7 +95,7 @@ def _tracker(args: argparse.Namespace, directory: Path, workflow: str | None = N
         run_id=directory.name,
         directory=directory,
         home=directory.parent.parent,
-        uri=args.tracking_uri or resolve_uri(spec.get("uri"), directory.parent.parent),
+        uri=args.tracking_uri or resolve_uri(spec.get("uri"), directory.parent.parent, directory),
         experiment=spec.get("experiment") or spooled or name,
         workflow=name,
         spec_digest=manifest.get("spec_digest", ""),
@@ -184,7 +184,7 @@ def _workflow_runs_in_store(args: argparse.Namespace, runs: Path, known: set[str
         run_id="",
         directory=runs / "_",
         home=home,
-        uri=args.tracking_uri or resolve_uri(spec.get("uri"), home),
+        uri=args.tracking_uri or resolve_uri(spec.get("uri"), home, directory),
         experiment=spec.get("experiment") or args.workflow,
         workflow=args.workflow,
     )

@@ -3,7 +3,9 @@ nested child run per step, whichever process, container or orchestrator task run
 
 Where it tracks (first that is set): the spec's ``tracker.uri``, ``$MLFLOW_TRACKING_URI``, else an
 embedded store ``sqlite:///<home>/mlflow.db`` with artifacts under ``<home>/mlartifacts`` (no
-server needed). ``tracker.enabled: false`` in the spec, or ``SCANFLOW_TRACKER=off``, switches it off.
+server needed); ``tracker.uri: sidecar`` is the MLflow server the Docker runtime starts beside the run
+(:mod:`scanflow_core.runtimes.sidecars`). ``tracker.enabled: false`` in the spec, or
+``SCANFLOW_TRACKER=off``, switches it off.
 
 One parent per run: its MLflow id is kept in ``<run>/tracking/parent.json``, written under a file
 lock, so every process working on the run finds the same parent (and the same child per step); a
@@ -54,6 +56,8 @@ MAX_METRICS, MAX_PARAMS_OR_TAGS, MAX_ENTITIES = 1000, 100, 1000
 # Errors after which sending the same record again cannot succeed (a malformed value).
 PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"})
 STATE_KEY = "scanflow.tracking"
+#: ``tracker.uri`` for the run's MLflow sidecar (the Docker runtime starts it).
+SIDECAR_URI = "sidecar"
 BACKOFF_MAX_S = 30.0
 
 _STATUS = {"succeeded": "FINISHED", "skipped": "FINISHED", "failed": "FAILED"}
@@ -65,8 +69,23 @@ _state_lock = threading.Lock()
 # ------------------------------------------------------------------------------------------ where
 
 
-def resolve_uri(spec_uri: str | None, home: Path) -> str:
-    """The tracking URI: the spec's, else ``$MLFLOW_TRACKING_URI``, else the embedded store."""
+def resolve_uri(spec_uri: str | None, home: Path, run_dir: Path | None = None) -> str:
+    """The tracking URI: the spec's, else ``$MLFLOW_TRACKING_URI``, else the embedded store.
+
+    The spec's ``sidecar`` is the run's tracker sidecar (:mod:`scanflow_core.runtimes.sidecars`):
+    the host URL its port is published on, as recorded in the run directory ``run_dir``.
+    """
+    if spec_uri == SIDECAR_URI:
+        from scanflow_core.runtimes.sidecars import published_url
+
+        url = published_url(run_dir, "tracker") if run_dir is not None else None
+        if url is None:
+            raise ValueError(
+                f"tracker.uri: {SIDECAR_URI}: the run's tracker sidecar has not started"
+                f" ({run_dir or 'no run directory'} records none); it starts with the run when a"
+                " Docker engine answers"
+            )
+        return url
     return spec_uri or os.environ.get(URI_ENV) or f"sqlite:///{home / 'mlflow.db'}"
 
 
@@ -109,7 +128,7 @@ class Target:
             run_id=run.run_id,
             directory=run.directory,
             home=run.home,
-            uri=resolve_uri(spec.uri, run.home),
+            uri=resolve_uri(spec.uri, run.home, run.directory),
             experiment=spec.experiment or run.workflow.name,
             workflow=run.workflow.name,
             spec_digest=run.workflow.digest,

@@ -107,7 +107,7 @@ def test_an_unshifted_batch_passes_and_the_result_is_recorded(write_spec: Any, h
     assert details["fitted"] is True and second["details"]["fitted"] is False
     cache = Path(details["detector"])
     assert cache.parent == run.directory / "checks" / "drift"
-    assert sorted(p.name for p in cache.iterdir()) == ["detector.json", "weights.pt"]
+    assert sorted(p.name for p in cache.iterdir()) == ["arrays.npz", "detector.json", "weights.pt"]
     assert second["metrics"]["p_value"] == metrics["p_value"]
 
 

@@ -131,14 +131,62 @@ def test_save_and_load_give_identical_p_values(
     detector: DriftDetector, split: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     folder = detector.save(tmp_path / "detector")
-    assert sorted(p.name for p in folder.iterdir()) == ["detector.json", "weights.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "detector.json", "weights.pt"]
     loaded = DriftDetector.load(folder)
+    without_torch = DriftDetector.load_numpy(folder)  # what the checker sidecar reads
+    assert without_torch.autoencoder is None
     for rows in _batches(split, 5, 50, seed=5):
         batch, labels = split["x_pool"][rows], split["y_pool"][rows]
-        before, after = detector.test(batch, labels), loaded.test(batch, labels)
-        assert before.p_value == after.p_value
-        assert before.tests == after.tests
-        np.testing.assert_array_equal(before.sample_scores, after.sample_scores)
+        before = detector.test(batch, labels)
+        for after in (loaded.test(batch, labels), without_torch.test(batch, labels)):
+            assert before.p_value == after.p_value
+            assert before.tests == after.tests
+            np.testing.assert_array_equal(before.sample_scores, after.sample_scores)
+
+
+def test_the_checker_service_answers_batches(
+    detector: DriftDetector, split: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    import json
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from scanflow_core.checking.service import serve
+
+    server = serve(detector.save(tmp_path / "detector"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def post(rows: object) -> dict[str, object]:
+        request = urllib.request.Request(f"{base}/check", json.dumps({"rows": rows}).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            result: dict[str, object] = json.loads(answer.read())
+            return result
+
+    def get(path: str) -> bytes:
+        with urllib.request.urlopen(f"{base}{path}", timeout=10) as answer:
+            body: bytes = answer.read()
+            return body
+
+    try:
+        assert get("/ok") == b"ok\n"
+        same = post(split["x_pool"][:100].tolist())
+        shifted = post((split["x_pool"][100:200] + 0.5).tolist())
+        assert same["drifted"] is False and shifted["drifted"] is True
+        assert same["size"] == 100 and shifted["p_value"] < 0.05 < same["p_value"]  # type: ignore[operator]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            post([[1.0, 2.0]])
+        assert refused.value.code == 400
+        refused.value.close()
+        varz = json.loads(get("/varz"))
+        assert varz["batches"] == 2 and varz["drifted"] == 1
+        metrics = get("/metrics").decode()
+        assert 'scanflow_checker_requests_total{endpoint="/check",code="200"} 2' in metrics
+        assert "scanflow_checker_drifted 1.0" in metrics and "scanflow_checker_drift_score " in metrics
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_class_balance_change_is_found_with_labels(

@@ -203,3 +203,11 @@ def test_without_mlflow_records_are_spooled_then_synced(
     assert parent.info.status == "FINISHED"
     assert children["train"].info.status == "FINISHED"
     assert len(client(uri).get_metric_history(children["train"].info.run_id, "loss")) == 5
+
+
+def test_the_sidecar_uri_is_the_port_the_run_recorded(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tracker sidecar has not started"):
+        mlflow_tracker.resolve_uri("sidecar", tmp_path, tmp_path)
+    (tmp_path / "sidecars.json").write_text(json.dumps({"tracker": {"url": "http://127.0.0.1:4321"}}))
+    assert mlflow_tracker.resolve_uri("sidecar", tmp_path, tmp_path) == "http://127.0.0.1:4321"
+    assert mlflow_tracker.resolve_uri("http://elsewhere:5000", tmp_path, tmp_path) == "http://elsewhere:5000"
