@@ -40,6 +40,10 @@ class _Loader(_Base):  # type: ignore[misc]
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+# YAML 1.2 floats too: ``1e-3`` is a number (YAML 1.1 wants a dot and reads it as a string).
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 _NAME_HINT = "a name of letters, digits and '_' that does not start with a digit"
 _MEMORY_HINT = "a memory size such as '512Mi', '2G' or '1.5GiB'"
 #: Deeper YAML is refused before it is composed: libyaml's composer recurses in C and crashes the

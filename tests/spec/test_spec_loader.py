@@ -750,3 +750,11 @@ def test_an_unknown_override_is_named_even_when_params_have_non_string_keys() ->
         load_workflow_text(text, file="w.yaml", params=["epochs=3"])
     assert caught.value.path == "--param epochs"
     assert "unknown parameter 'epochs'" in str(caught.value) and "0, lr" in str(caught.value)
+
+
+def test_exponent_floats_are_numbers_as_in_yaml_1_2() -> None:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a learning rate must be a number."""
+    spec = "apiVersion: scanflow/v1\nname: w\nparams: {lr: 1e-3, tag: 10e}\nsteps:\n  - {name: a, stage: training, call: m:f}\n"
+    workflow = load_workflow_text(spec, params=["lr=2E-4"])
+    assert workflow.params == {"lr": 2e-4, "tag": "10e"}
+    assert load_workflow_text(spec).params["lr"] == 0.001
