@@ -165,7 +165,17 @@ def _from_text(
             loop = " → ".join(p.name for p in (*chain, child_path.resolve()))
             problem = Problem(f"steps[{index}].workflow", f"nested workflows include each other: {loop}")
             raise SpecError(file, _with_lines([problem], text))
-        workflow._children[step.name] = _load(child_path, nested_overrides.get(step.name, {}), chain)
+        try:
+            workflow._children[step.name] = _load(child_path, nested_overrides.get(step.name, {}), chain)
+        except SpecError as exc:  # an override meant for the nested workflow keeps its full name
+            prefix = f"--param {step.name}."
+            problems = [
+                Problem(prefix + p.path.removeprefix("--param "), p.message, p.expected, p.line)
+                if p.path.startswith("--param ")
+                else p
+                for p in exc.problems
+            ]
+            raise SpecError(exc.file, problems) from None
     try:
         workflow._plan = build_plan(workflow, directory)
     except SpecError as exc:

@@ -389,7 +389,7 @@ BAD = [
     Bad(
         "nested-param-unknown",
         with_step("name: sub\nstage: data_transformation\nworkflow: child.yaml\ninputs: {source: raw}"),
-        "--param nope",
+        "--param sub.nope",
         None,
         "unknown parameter 'nope'",
         params=["sub.nope=1"],
@@ -758,3 +758,17 @@ def test_exponent_floats_are_numbers_as_in_yaml_1_2() -> None:
     workflow = load_workflow_text(spec, params=["lr=2E-4"])
     assert workflow.params == {"lr": 2e-4, "tag": "10e"}
     assert load_workflow_text(spec).params["lr"] == 0.001
+
+
+def test_a_wrong_override_of_a_nested_workflow_keeps_its_full_name(tmp_path: Path) -> None:
+    (tmp_path / "prep.yaml").write_text(
+        "apiVersion: scanflow/v1\nname: prep\nparams: {scale: 1}\nsteps:\n  - {name: c, stage: data_transformation, call: m:f}\n"
+    )
+    spec = tmp_path / "scanflow.yaml"
+    spec.write_text(
+        "apiVersion: scanflow/v1\nname: w\nsteps:\n  - {name: prep, stage: data_transformation, workflow: prep.yaml}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        load_workflow(spec, ["prep.scael=2"])
+    assert caught.value.path == "--param prep.scael"
+    assert "did you mean 'scale'?" in str(caught.value)
