@@ -1,16 +1,34 @@
 """Apache Airflow provider for Scanflow.
 
-This package will provide ``ScanflowOperator`` (one Scanflow step as an Airflow task), ``dag_from_spec``
-(a whole DAG built from a ``scanflow.yaml``) and a ``@scanflow_task`` decorator for Python callables. Each
-of them translates Airflow's context into one call of the core's single step path and back. None of them
-exists yet; this release only registers the package as an Airflow provider.
+``ScanflowOperator`` runs one Scanflow step as an Airflow task and ``dag_from_spec`` builds a whole DAG
+from a ``scanflow.yaml``. Each translates Airflow's context into one call of the core's single step path
+and back. The package is registered as an Airflow provider (entry point ``apache_airflow_provider``).
+
+The names are imported on first use: Airflow imports this package to read :func:`get_provider_info`
+while Airflow itself is starting, so importing it must not import Airflow.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["get_provider_info"]
+if TYPE_CHECKING:
+    from scanflow_airflow.dags import dag_from_spec
+    from scanflow_airflow.operators import (
+        ScanflowFinishOperator,
+        ScanflowOperator,
+        ScanflowRunFailed,
+        ScanflowStepFailed,
+    )
+
+__all__ = [
+    "ScanflowFinishOperator",
+    "ScanflowOperator",
+    "ScanflowRunFailed",
+    "ScanflowStepFailed",
+    "dag_from_spec",
+    "get_provider_info",
+]
 __version__ = "0.1.0"
 
 
@@ -26,3 +44,20 @@ def get_provider_info() -> dict[str, Any]:
         "description": "Run containerized, tracked, checked and attested Scanflow steps as Airflow tasks.",
         "versions": [__version__],
     }
+
+
+_LAZY = {
+    "dag_from_spec": "scanflow_airflow.dags",
+    "ScanflowFinishOperator": "scanflow_airflow.operators",
+    "ScanflowOperator": "scanflow_airflow.operators",
+    "ScanflowRunFailed": "scanflow_airflow.operators",
+    "ScanflowStepFailed": "scanflow_airflow.operators",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,238 @@
+"""Scanflow steps as Airflow tasks.
+
+:class:`ScanflowOperator` runs one step of a ``scanflow.yaml`` through the core's step path
+(:func:`scanflow_core.steps.run_step`); :class:`ScanflowFinishOperator` closes the run once every
+step's task is done. Every task of one DAG run shares one Scanflow run, whose id comes from the
+Airflow run id (or ``scanflow_run_id`` in the DAG run's conf), so the run directory under
+``home`` is the state the tasks share.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from scanflow_core.records import ObjectiveResult
+    from scanflow_core.runs import WorkflowRun
+
+__all__ = [
+    "RUN_ID_CONF_KEY",
+    "ScanflowFinishOperator",
+    "ScanflowOperator",
+    "ScanflowRunFailed",
+    "ScanflowStepFailed",
+    "scanflow_run_id",
+]
+
+#: A DAG run's conf may name the Scanflow run explicitly: ``{"scanflow_run_id": "nightly-42"}``.
+RUN_ID_CONF_KEY = "scanflow_run_id"
+
+
+class ScanflowStepFailed(AirflowException):
+    """A Scanflow step failed in an Airflow task.
+
+    Attributes:
+        step: the step's qualified name.
+        run_id: the Scanflow run id.
+        reason: why it failed.
+        logs: the last lines the step wrote.
+        report: its check results (empty unless a check failed).
+    """
+
+    def __init__(self, step: str, run_id: str, reason: str, logs: str = "", report: Sequence[Any] = ()):
+        self.step = step
+        self.run_id = run_id
+        self.reason = reason
+        self.logs = logs
+        self.report = list(report)
+        text = f"step {step!r} of Scanflow run {run_id} failed: {reason}"
+        super().__init__(text + (f"\n{logs}" if logs else ""))
+
+
+class ScanflowRunFailed(AirflowException):
+    """The Scanflow run finished failed: a step failed or a blocking objective did not hold.
+
+    Attributes:
+        run_id: the Scanflow run id.
+        status: the run's status (``succeeded`` / ``failed``).
+        objectives: every objective's outcome.
+    """
+
+    def __init__(self, run_id: str, status: str, objectives: Sequence[ObjectiveResult], message: str):
+        self.run_id = run_id
+        self.status = status
+        self.objectives = list(objectives)
+        super().__init__(message)
+
+
+def scanflow_run_id(context: Context) -> str:
+    """The Scanflow run id of the Airflow run in ``context``.
+
+    ``scanflow_run_id`` in the DAG run's conf when given, else the Airflow run id with every
+    character other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``-``.
+    """
+    dag_run = context["dag_run"]
+    explicit = (getattr(dag_run, "conf", None) or {}).get(RUN_ID_CONF_KEY)
+    if explicit:
+        return str(explicit)
+    return re.sub(r"[^A-Za-z0-9._-]", "-", str(dag_run.run_id)).strip(".-") or "airflow-run"
+
+
+class _ScanflowBase(BaseOperator):
+    template_fields: Sequence[str] = ("spec", "home")
+
+    def __init__(
+        self,
+        *,
+        spec: str | Path,
+        params: Mapping[str, Any] | None = None,
+        home: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(spec, str | Path) or not str(spec):
+            raise ValueError(f"spec must be the path of a scanflow.yaml, not {spec!r}")
+        if params is not None and not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping of overrides, not {type(params).__name__}")
+        if home is not None and not isinstance(home, str | Path):
+            raise TypeError(f"home must be a path, not {type(home).__name__}")
+        super().__init__(**kwargs)
+        self.spec = str(spec)
+        self.overrides: dict[str, Any] = dict(params or {})
+        self.home = str(home) if home is not None else None
+
+    def _open(self, context: Context) -> WorkflowRun:
+        """Load the spec and open this DAG run's Scanflow run (firing the start hook once)."""
+        from scanflow_core.runs import WorkflowRun
+        from scanflow_core.spec import load_workflow
+
+        workflow = load_workflow(self.spec, self.overrides)
+        run = WorkflowRun(
+            workflow,
+            run_id=scanflow_run_id(context),
+            home=self.home,
+            params=self.overrides,
+            orchestrator="airflow",
+        )
+        if run.open():
+            run.pm.hook.scanflow_workflow_start(run=run)
+        return run
+
+
+class ScanflowOperator(_ScanflowBase):
+    """Run one step of a Scanflow workflow as an Airflow task.
+
+    Args:
+        spec: the ``scanflow.yaml`` (templated).
+        step: the step's qualified name, ``train`` or ``prep.clean`` (templated).
+        params: ``--param`` style overrides (``{"epochs": 5, "train.lr": 0.1}``).
+        home: where runs live (templated); default ``$SCANFLOW_HOME`` or ``./.scanflow``.
+        **kwargs: passed to :class:`~airflow.sdk.BaseOperator`.
+
+    The task pushes ``scanflow_run_id`` and ``outputs`` (output name → path) to XCom: references
+    into the run directory, never the data. A failed step raises :class:`ScanflowStepFailed`; a step
+    whose ``when:`` does not hold is skipped (:class:`~airflow.sdk.exceptions.AirflowSkipException`).
+
+    Examples:
+        >>> ScanflowOperator(task_id="train", spec="scanflow.yaml", step="train")  # doctest: +SKIP
+    """
+
+    template_fields: Sequence[str] = ("spec", "step", "home")
+    ui_color = "#d9ecf2"
+
+    def __init__(
+        self,
+        *,
+        spec: str | Path,
+        step: str,
+        params: Mapping[str, Any] | None = None,
+        home: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(step, str) or not step:
+            raise ValueError(f"step must be a step name, not {step!r}")
+        super().__init__(spec=spec, params=params, home=home, **kwargs)
+        self.step = step
+
+    def execute(self, context: Context) -> None:
+        from scanflow_core.errors import CheckFailed, StepFailed
+        from scanflow_core.steps import run_step
+
+        run = self._open(context)
+        ti = context["ti"]
+        ti.xcom_push(key="scanflow_run_id", value=run.run_id)
+        try:
+            step_run = run_step(run, self.step, attempt=max(1, int(ti.try_number or 1)))
+        except StepFailed as exc:
+            report = exc.report if isinstance(exc, CheckFailed) else []
+            raise ScanflowStepFailed(exc.step, exc.run_id, exc.reason, exc.logs, report) from exc
+        if step_run.status == "skipped":
+            raise AirflowSkipException(step_run.reason or "skipped")
+        ti.xcom_push(key="outputs", value={name: str(path) for name, path in step_run.outputs.items()})
+
+
+class ScanflowFinishOperator(_ScanflowBase):
+    """Close the Scanflow run of a DAG run: record steps that never ran, judge the objectives,
+    finish the run. Meant to run last with ``trigger_rule="all_done"`` (:func:`dag_from_spec` adds it).
+
+    Raises :class:`ScanflowRunFailed` when a step did not succeed (or was skipped) or a blocking
+    objective did not hold, so the DAG run fails with the Scanflow run.
+    """
+
+    ui_color = "#c4e0ea"
+
+    def execute(self, context: Context) -> None:
+        from scanflow_core.records import Metric, TrackingBatch
+        from scanflow_core.runner import evaluate_objectives
+
+        run = self._open(context)
+        _record_steps_that_never_ran(run)
+        summaries = run.step_summaries()
+        ok = all(summaries.get(n, {}).get("status") in ("succeeded", "skipped") for n in run.plan.steps)
+        objectives = evaluate_objectives(run, set(run.plan.steps))
+        if objectives:
+            metrics = [Metric(f"objective.{o.name}", float(o.passed)) for o in objectives]
+            run.pm.hook.scanflow_track(
+                run=run, step_run=None, batch=TrackingBatch(metrics=metrics, objectives=objectives)
+            )
+        status = "succeeded" if ok else "failed"
+        run.finish(status, objectives)
+        run.pm.hook.scanflow_workflow_finish(run=run)
+        context["ti"].xcom_push(key="scanflow_run_id", value=run.run_id)
+        missed = [o for o in objectives if o.blocking and not o.passed]
+        if not ok or missed:
+            failed = sorted(
+                n for n, s in summaries.items() if s.get("status") not in ("succeeded", "skipped")
+            )
+            parts = [f"steps not succeeded: {', '.join(failed)}"] if failed else []
+            parts += [f"objective {o.name} not met: {o.reason or o.expr}" for o in missed]
+            raise ScanflowRunFailed(
+                run.run_id, status, objectives, f"Scanflow run {run.run_id} failed: " + "; ".join(parts)
+            )
+
+
+def _record_steps_that_never_ran(run: WorkflowRun) -> None:
+    """A step whose task never ran (its upstream failed or was skipped) gets the record the local
+    runner gives it: ``upstream_failed`` or ``skipped``, naming the upstream step."""
+    for name, planned in run.plan.steps.items():
+        if run.step_summary(name) is not None:
+            continue
+        upstream = {n: (run.step_summary(n) or {}).get("status") for n in planned.needs}
+        skipped = [n for n, s in upstream.items() if s == "skipped"]
+        failed = [n for n, s in upstream.items() if s not in ("succeeded", "skipped")]
+        if failed:
+            status, reason = "upstream_failed", f"upstream step {failed[0]!r} failed"
+        elif skipped:
+            status, reason = "skipped", f"upstream step {skipped[0]!r} was skipped"
+        else:
+            status, reason = "upstream_failed", "its task did not run"
+        run.record_step(
+            name, {"status": status, "stage": planned.stage, "reason": reason, "metrics": {}, "outputs": {}}
+        )
