@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from scanflow_core.spec import Workflow
 from scanflow_core.spec.plan import resolve_step_name
 from scanflow_core.steps import evaluate_condition, run_step
 
-__all__ = ["Event", "evaluate_objectives", "run_workflow"]
+__all__ = ["Event", "RunOutcome", "close_run", "evaluate_objectives", "run_workflow"]
 
 #: How long an interrupt waits for running steps to stop before recording them as interrupted.
 INTERRUPT_GRACE_S = 2.0
@@ -78,17 +79,95 @@ def run_workflow(
     finally:
         if server is not None:
             server.stop()
+    close_run(run, selected)
+    return run
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: what :func:`close_run` recorded.
+
+    Attributes:
+        run_id: the run.
+        status: ``succeeded`` or ``failed``.
+        objectives: every objective's outcome.
+        failed_steps: the selected steps that neither succeeded nor were skipped.
+    """
+
+    run_id: str
+    status: str
+    objectives: list[ObjectiveResult] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)
+
+    @property
+    def missed(self) -> list[ObjectiveResult]:
+        """The blocking objectives that did not hold."""
+        return [o for o in self.objectives if o.blocking and not o.passed]
+
+    @property
+    def ok(self) -> bool:
+        """The run succeeded and every blocking objective held."""
+        return self.status == "succeeded" and not self.missed
+
+    @property
+    def message(self) -> str:
+        """One line for people: ``Scanflow run X failed: steps not succeeded: fit; objective …``."""
+        if self.ok:
+            return f"Scanflow run {self.run_id} succeeded"
+        parts = [f"steps not succeeded: {', '.join(self.failed_steps)}"] if self.failed_steps else []
+        parts += [f"objective {o.name} not met: {o.reason or o.expr}" for o in self.missed]
+        return f"Scanflow run {self.run_id} failed: " + "; ".join(parts)
+
+
+def close_run(run: WorkflowRun, selected: Iterable[str] | None = None) -> RunOutcome:
+    """Finish ``run`` once its steps are done, wherever they ran: judge the objectives, track them,
+    write ``run.json`` and fire ``scanflow_workflow_finish``.
+
+    Orchestrator adapters call it from their last task; a step whose task never ran (its upstream
+    failed or was skipped) first gets the record the local runner would give it.
+
+    Args:
+        run: the opened run.
+        selected: the steps that were meant to run (default: every step of the plan).
+
+    Returns:
+        The outcome; the run's status is ``failed`` when a selected step neither succeeded nor was
+        skipped (a failed blocking objective is in ``outcome.missed`` but does not change the status).
+    """
+    chosen = list(selected) if selected is not None else list(run.plan.steps)
+    _record_steps_that_never_ran(run, chosen)
     summaries = run.step_summaries()
-    ok = all(summaries.get(n, {}).get("status") in ("succeeded", "skipped") for n in selected)
-    objectives = evaluate_objectives(run, set(selected))
+    failed = [n for n in chosen if summaries.get(n, {}).get("status") not in ("succeeded", "skipped")]
+    objectives = evaluate_objectives(run, set(chosen))
     if objectives:
         metrics = [Metric(f"objective.{o.name}", float(o.passed)) for o in objectives]
         run.pm.hook.scanflow_track(
             run=run, step_run=None, batch=TrackingBatch(metrics=metrics, objectives=objectives)
         )
-    run.finish("succeeded" if ok else "failed", objectives)
+    status = "failed" if failed else "succeeded"
+    run.finish(status, objectives)
     run.pm.hook.scanflow_workflow_finish(run=run)
-    return run
+    return RunOutcome(run.run_id, status, objectives, failed)
+
+
+def _record_steps_that_never_ran(run: WorkflowRun, chosen: list[str]) -> None:
+    """A selected step with no record: ``upstream_failed`` or ``skipped``, naming the upstream step."""
+    for name in chosen:
+        if run.step_summary(name) is not None:
+            continue
+        planned = run.plan[name]
+        upstream = {n: (run.step_summary(n) or {}).get("status") for n in planned.needs}
+        skipped = [n for n, s in upstream.items() if s == "skipped"]
+        failed = [n for n, s in upstream.items() if s not in ("succeeded", "skipped")]
+        if failed:
+            status, reason = "upstream_failed", f"upstream step {failed[0]!r} failed"
+        elif skipped:
+            status, reason = "skipped", f"upstream step {skipped[0]!r} was skipped"
+        else:
+            status, reason = "upstream_failed", "its task did not run"
+        run.record_step(
+            name, {"status": status, "stage": planned.stage, "reason": reason, "metrics": {}, "outputs": {}}
+        )
 
 
 def evaluate_objectives(run: WorkflowRun, ran: set[str] | None = None) -> list[ObjectiveResult]:
