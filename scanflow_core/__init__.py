@@ -34,9 +34,14 @@ _EXPORTS = {
     "log_params": "scanflow_core.recorder",
     "set_tags": "scanflow_core.recorder",
     "set_progress": "scanflow_core.recorder",
+    "ArtifactRef": "scanflow_core.artifacts",
+    "TaskResult": "scanflow_core.tasks",
+    "TaskStep": "scanflow_core.tasks",
+    "finish_task_run": "scanflow_core.tasks",
 }
 
 __all__ = [
+    "ArtifactRef",
     "AttestationError",
     "CheckFailed",
     "CheckResult",
@@ -46,9 +51,12 @@ __all__ = [
     "SpecError",
     "StepFailed",
     "StepRun",
+    "TaskResult",
+    "TaskStep",
     "Workflow",
     "WorkflowRun",
     "__version__",
+    "finish_task_run",
     "get_plugin_manager",
     "hookimpl",
     "load_workflow",
@@ -62,6 +70,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from scanflow_core.artifacts import ArtifactRef
     from scanflow_core.errors import (
         AttestationError,
         CheckFailed,
@@ -78,6 +87,7 @@ if TYPE_CHECKING:
     from scanflow_core.runs import StepRun, WorkflowRun
     from scanflow_core.spec import Workflow, load_workflow
     from scanflow_core.steps import run_step
+    from scanflow_core.tasks import TaskResult, TaskStep, finish_task_run
 
 
 def __getattr__(name: str) -> Any:

@@ -4,25 +4,88 @@ The calling convention: the function receives keyword arguments by name — each
 input and output as a :class:`pathlib.Path`, and ``ctx`` (the :class:`~scanflow_core.runs.StepRun`,
 or ``None`` in a child process) — only those its signature accepts, unless it takes ``**kwargs``.
 A returned mapping of numbers is recorded as the step's metrics.
+
+Functions that no module can give back by name (a decorated task defined in a notebook, a test or
+another function) are registered with :func:`register_callable`; :func:`load_callable` answers a
+registered ref from this process's registry before it imports anything.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bind_arguments", "load_callable", "numeric_metrics"]
+__all__ = ["bind_arguments", "load_callable", "numeric_metrics", "register_callable", "registered_callable"]
 
 _import_lock = threading.Lock()
+_registry: dict[str, Callable[..., Any]] = {}
+_registry_lock = threading.Lock()
+_NOT_WORD = re.compile(r"[^\w.]+")
+
+
+def _identity(func: Callable[..., Any]) -> tuple[object, ...]:
+    """What makes two function objects "the same function" (a module parsed again by an orchestrator
+    makes new objects of the same code): where its code was written, and its qualified name."""
+    code = getattr(func, "__code__", None)
+    where = (code.co_filename, code.co_firstlineno) if code is not None else (id(func),)
+    return (*where, getattr(func, "__qualname__", None))
+
+
+def register_callable(func: Callable[..., Any]) -> str:
+    """Register ``func`` in this process; return the ``module:function`` ref that names it in a spec.
+
+    The ref is ``<module>:<qualified name>`` (dots and ``<locals>`` turned into ``_``). Registering a
+    function again, or a new object of the same code (a module imported again), keeps its ref and
+    makes the newest object the one :func:`load_callable` returns; another function whose ref would
+    clash gets a numbered one (``tasks:train_2``).
+
+    Examples:
+        >>> def train(lr: float = 0.1) -> dict[str, float]:
+        ...     return {"loss": lr}
+        >>> ref = register_callable(train)
+        >>> load_callable(ref) is train
+        True
+    """
+    if not callable(func):
+        raise TypeError(f"register_callable() needs a function, not {type(func).__name__}")
+    module = ".".join(
+        part if part[:1].isalpha() or part[:1] == "_" else "_" + part
+        for part in _NOT_WORD.sub("_", str(getattr(func, "__module__", None) or "__main__")).split(".")
+    )
+    qualname = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function")
+    name = re.sub(r"\W+", "_", qualname).strip("_") or "function"
+    if name[0].isdigit():
+        name = "_" + name
+    identity = _identity(func)
+    with _registry_lock:
+        ref, n = f"{module}:{name}", 1
+        while ref in _registry and _identity(_registry[ref]) != identity:
+            n += 1
+            ref = f"{module}:{name}_{n}"
+        _registry[ref] = func
+    return ref
+
+
+def registered_callable(ref: str) -> Callable[..., Any] | None:
+    """The function registered under ``ref`` in this process, if any."""
+    with _registry_lock:
+        return _registry.get(ref)
 
 
 def load_callable(ref: str, search_path: Iterable[Path] = ()) -> Callable[..., Any]:
-    """Import ``module:function``, with ``search_path`` folders put first on ``sys.path``."""
+    """Import ``module:function``, with ``search_path`` folders put first on ``sys.path``.
+
+    A ref made by :func:`register_callable` in this process gives the registered function.
+    """
+    registered = registered_callable(ref)
+    if registered is not None:
+        return registered
     module_name, _, attr = ref.partition(":")
     with _import_lock:
         for folder in reversed([str(p) for p in search_path]):

@@ -113,17 +113,23 @@ class WorkflowRun:
     def attestation_dir(self) -> Path:
         return self.directory / "attestations"
 
-    def open(self) -> bool:
-        """Create the run directory and manifest if they are not there; True if this call made them."""
+    def open(self, manifest: Mapping[str, Any] | None = None) -> bool:
+        """Create the run directory and manifest if they are not there; True if this call made them.
+
+        Args:
+            manifest: entries that replace or add to those of a new ``run.json`` (a run made of
+                decorated tasks has no spec file of its own: ``{"spec": None, "kind": "tasks"}``).
+        """
+        extra = dict(manifest or {})
         self.directory.mkdir(parents=True, exist_ok=True)
-        with self._locked() as manifest:
-            if manifest:
-                self.started_at = manifest.get("started_ts", self.started_at)
-                if self.params and manifest.get("params") != self.params:
-                    manifest.setdefault("earlier_params", []).append(manifest.get("params"))
-                    manifest["params"] = self.params
+        with self._locked() as current:
+            if current:
+                self.started_at = current.get("started_ts", self.started_at)
+                if self.params and current.get("params") != self.params:
+                    current.setdefault("earlier_params", []).append(current.get("params"))
+                    current["params"] = self.params
                 return False
-            manifest.update(
+            current.update(
                 {
                     "run_id": self.run_id,
                     "workflow": self.workflow.name,
@@ -136,6 +142,7 @@ class WorkflowRun:
                     "status": "running",
                     "steps": {},
                     "objectives": [],
+                    **extra,
                 }
             )
             return True
@@ -190,12 +197,23 @@ class WorkflowRun:
         return self._summaries[name]
 
     def step_summaries(self) -> dict[str, dict[str, Any]]:
-        """Every step's record, in plan order."""
+        """Every step's record: the plan's steps in plan order, then any other step recorded in the
+        run directory (the decorated tasks of a run, each with its own one-step spec), in the order
+        they started."""
         out = {}
         for name in self.plan.steps:
             summary = self.step_summary(name)
             if summary is not None:
                 out[name] = summary
+        others = {}
+        for path in (self.directory / "steps").glob("*/step.json"):
+            name = path.parent.name
+            if name not in out:
+                summary = self.step_summary(name)
+                if summary is not None:
+                    others[name] = summary
+        for name in sorted(others, key=lambda n: (str(others[n].get("started_at") or "~"), n)):
+            out[name] = others[name]
         return out
 
     def metrics(self) -> Mapping[str, Mapping[str, float]]:

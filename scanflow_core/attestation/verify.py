@@ -9,7 +9,10 @@ finding failed:
 - every subject names an output of its step (none added, none removed) whose file has the attested
   digest;
 - each step's inputs (``resolvedDependencies``) have the digests its upstream steps attested;
-- the spec has the digest the run recorded and every statement names.
+- the spec has the digest the run recorded and every statement names; a step with a spec of its
+  own (``steps/<step>/spec.yaml``, written for each call of a decorated task, see
+  :mod:`scanflow_core.tasks`) is checked against that file instead, and a run made only of
+  decorated tasks (``"kind": "tasks"`` in ``run.json``) has no run-wide spec to check.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Finding", "Verification", "verify_attestation", "verify_run"]
 
 SUFFIX = ".intoto.jsonl"
+STEP_SPEC = "spec.yaml"  # a step's own one-step spec (a decorated task's call)
 RUN = "-"  # the "step" of findings about the run as a whole (its spec, its attestations folder)
 
 
@@ -140,6 +144,7 @@ class _Checker:
         self.run_id = run_id
         self.keys = keys
         self.spec_digest = spec_digest
+        self.tasks_only = False  # a run made of decorated tasks: every step has its own spec
         self.findings: list[Finding] = []
         self.provenance: dict[str, dict[str, Any]] = {}
         self._digests: dict[Path, str] = {}
@@ -273,15 +278,24 @@ class _Checker:
     def spec(self, step: str, where: str, statement: dict[str, Any]) -> None:
         spec = statement["predicate"].get("buildDefinition", {}).get("externalParameters", {}).get("spec", {})
         named = (spec.get("digest") or {}).get("sha256")
-        if named != self.spec_digest.split(":", 1)[-1]:
+        own = self.run_dir / "steps" / step / STEP_SPEC
+        if own.is_file():
+            actual, whose = self.digest(own), f"the step's own {STEP_SPEC}"
+        elif self.tasks_only:
+            self.add(step, where, False, f"the step's spec steps/{step}/{STEP_SPEC} is missing", "spec")
+            return
+        else:
+            actual, whose = self.spec_digest, "the run's spec"
+        if named != actual.split(":", 1)[-1]:
             self.add(
                 step,
                 where,
                 False,
-                f"the statement names spec sha256 {str(named)[:12]}…, "
-                f"the run's spec is {_short(self.spec_digest)}…",
+                f"the statement names spec sha256 {str(named)[:12]}…, {whose} is {_short(actual)}…",
                 "spec",
             )
+        elif own.is_file():
+            self.add(step, f"steps/{step}/{STEP_SPEC}", True, f"spec digest {actual} matches", "spec")
 
     # ---------------------------------------------------------------------------- chain
 
@@ -295,7 +309,7 @@ class _Checker:
                     continue
                 name = str(dep.get("name", ""))
                 digest = str((dep.get("digest") or {}).get("sha256", ""))
-                producer = notes.get("scanflow.producer")
+                producer = notes.get("scanflow.producer") or self.producer_in_run(step, name)
                 if producer is None:
                     path = Path(name) if Path(name).is_absolute() else self.run_dir / name
                     if path.exists():
@@ -343,6 +357,15 @@ class _Checker:
                 else:
                     self.add(step, name, True, f"matches what step {producer!r} attested", "chain")
 
+    def producer_in_run(self, step: str, name: str) -> str | None:
+        """The step of this run that attested ``name`` as an output, for an input a decorated task read
+        (its one-step spec names the file as a workflow input, with no producer)."""
+        parts = Path(name).parts
+        if len(parts) < 4 or parts[0] != "steps" or parts[2] != "outputs" or parts[1] == step:
+            return None
+        upstream = self.provenance.get(parts[1]) or {}
+        return parts[1] if any(s.get("name") == name for s in upstream.get("subject") or []) else None
+
 
 def _step_records(run_dir: Path) -> dict[str, dict[str, Any]]:
     records = {}
@@ -377,8 +400,17 @@ def verify_run(
     spec_digest = str(manifest.get("spec_digest", ""))
     checker = _Checker(run_dir, run_id, keys, spec_digest)
 
+    checker.tasks_only = manifest.get("kind") == "tasks" and spec is None
     spec_path = Path(spec) if spec is not None else Path(str(manifest.get("spec", "")))
-    if not spec_path.is_file():
+    if checker.tasks_only:
+        checker.add(
+            RUN,
+            "run.json",
+            True,
+            f"a run of decorated tasks: each step is checked against its own steps/<step>/{STEP_SPEC}",
+            "spec",
+        )
+    elif not spec_path.is_file():
         checker.add(
             RUN, str(spec_path), False, "the spec is not here: verify a bundle, or pass its path", "spec"
         )
