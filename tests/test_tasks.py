@@ -320,3 +320,25 @@ def test_finish_a_run_no_task_reached(home: Path, pm: PluginManager) -> None:
     assert manifest["orchestrator"] == "flyte"
     with pytest.raises(ValueError, match="status 'done' is not a run status"):
         finish_task_run("r10", "demo", home=home, pm=pm, status="done")
+
+
+def test_a_bundle_of_a_task_run_carries_each_steps_spec_and_verifies(
+    home: Path, pm: PluginManager, tmp_path: Path
+) -> None:
+    import tarfile
+
+    from scanflow_core.attestation.bundle import make_bundle
+
+    two_steps(home, pm)
+    finish_task_run("r1", "demo", home=home, pm=pm)
+    bundle = make_bundle(home / "runs" / "r1", tmp_path / "r1.tar.gz")
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "moved", filter="data")
+    assert {"r1/steps/make/spec.yaml", "r1/steps/train/spec.yaml"} <= set(names)
+    assert not any(n.startswith("r1/bundle/spec/") for n in names)
+
+    verification = verify_attestation(tmp_path / "moved" / "r1")
+    assert verification.ok, verification.table()
+    (tmp_path / "moved/r1/steps/train/spec.yaml").write_text("name: other\n")
+    assert not verify_attestation(tmp_path / "moved" / "r1").ok

@@ -5,7 +5,8 @@ A bundle is a ``.tar.gz`` holding one folder, ``<run_id>/``::
     run.json, steps/<step>/step.json     the run's records
     steps/<step>/outputs/...             every output (the model among them): each is a subject
     attestations/<step>.intoto.jsonl     the signed statements
-    bundle/spec/<scanflow.yaml>          the spec the run used
+    bundle/spec/<scanflow.yaml>          the spec the run used (a run of decorated tasks has none:
+                                         each steps/<step>/spec.yaml is bundled with its step)
     bundle/lock/<constraints.txt ...>    the dependency lock found beside the spec, if any
     bundle/images.json                   container images and their digests, from the statements
     bundle/scanflow.pub                  the public key that signed (a hint: pin yours with --key)
@@ -75,21 +76,23 @@ def make_bundle(run_dir: Path, output: Path, *, public_key: Path | None = None) 
     if not any((run_dir / "attestations").glob("*.intoto.jsonl")):
         raise AttestationError(f"run {run_dir.name} has no attestations to bundle")
     root = str(manifest.get("run_id") or run_dir.name)
-    spec = Path(str(manifest.get("spec", "")))
-    if not spec.is_file():
+    tasks = manifest.get("kind") == "tasks"  # decorated tasks: each step carries its own spec.yaml
+    spec = Path(str(manifest.get("spec") or ""))
+    if not tasks and not spec.is_file():
         raise AttestationError(f"the run's spec {spec} is not there; a bundle must carry it")
     public = public_key or run_dir.parent.parent / "keys" / "scanflow.pub"
 
     members: list[tuple[str, Path]] = [("run.json", run_dir / "run.json")]
-    for path in sorted(run_dir.glob("steps/*/step.json")):
+    for path in sorted([*run_dir.glob("steps/*/step.json"), *run_dir.glob("steps/*/spec.yaml")]):
         members.append((path.relative_to(run_dir).as_posix(), path))
     for path in sorted(run_dir.glob("steps/*/outputs/**/*")):
         if path.is_file():
             members.append((path.relative_to(run_dir).as_posix(), path))
     for path in sorted((run_dir / "attestations").glob("*.intoto.jsonl")):
         members.append((path.relative_to(run_dir).as_posix(), path))
-    members.append((f"bundle/spec/{spec.name}", spec))
-    locks = find_lock(spec)
+    locks = [] if tasks else find_lock(spec)
+    if not tasks:
+        members.append((f"bundle/spec/{spec.name}", spec))
     members.extend((f"bundle/lock/{p.name}", p) for p in locks)
     if public.is_file():
         members.append(("bundle/scanflow.pub", public))
@@ -97,7 +100,7 @@ def make_bundle(run_dir: Path, output: Path, *, public_key: Path | None = None) 
     index = {
         "run_id": root,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "spec": {"name": spec.name, "digest": manifest.get("spec_digest")},
+        "spec": None if tasks else {"name": spec.name, "digest": manifest.get("spec_digest")},
         "lock": {p.name: digest_path(p) for p in locks},
         "images": "bundle/images.json",
     }
