@@ -121,6 +121,10 @@ class WorkflowRun:
                 decorated tasks has no spec file of its own: ``{"spec": None, "kind": "tasks"}``).
         """
         extra = dict(manifest or {})
+        existing = self.manifest()  # written atomically: no lock needed to read it
+        if existing and (not self.params or existing.get("params") == self.params):
+            self.started_at = existing.get("started_ts", self.started_at)
+            return False  # already open, nothing to change: every task after the first comes here
         self.directory.mkdir(parents=True, exist_ok=True)
         with self._locked() as current:
             if current:

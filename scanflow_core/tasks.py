@@ -270,7 +270,7 @@ class TaskStep:
             SpecError: a bad ``workflow`` or ``step_name``.
         """
         from scanflow_core.runs import WorkflowRun, new_run_id, scanflow_home
-        from scanflow_core.spec import load_workflow
+        from scanflow_core.spec.loader import load_workflow_data
         from scanflow_core.steps import run_step
 
         run_id = new_run_id() if run_id is None else run_id
@@ -290,8 +290,9 @@ class TaskStep:
         directory = scanflow_home(home) / "runs" / run_id / "steps" / step
         directory.mkdir(parents=True, exist_ok=True)
         spec_path = directory / "spec.yaml"
-        _write_text(spec_path, self._spec_text(workflow, step, files, params))
-        loaded = load_workflow(spec_path)
+        data, text = self._spec(workflow, step, files, params)
+        _write_text(spec_path, text)
+        loaded = load_workflow_data(data, spec_path, text)
         run = WorkflowRun(loaded, run_id=run_id, home=home, pm=pm, orchestrator=orchestrator)
         _open(run, workflow)
         step_run = run_step(run, step, attempt=attempt)
@@ -357,36 +358,41 @@ class TaskStep:
                     )
         return files, values
 
-    def _spec_text(
+    def _spec(
         self, workflow: str, step: str, files: Mapping[str, ArtifactRef], params: Mapping[str, Any]
-    ) -> str:
-        """The one-step spec of a call: YAML whose values are JSON (exact for every JSON value)."""
+    ) -> tuple[dict[str, Any], str]:
+        """The one-step spec of a call, as data and as the YAML text that parses to exactly that data
+        (every value is written as JSON, which YAML 1.2 reads back exactly)."""
 
         def j(value: Any) -> str:
             return json.dumps(value, allow_nan=False)
 
+        entry: dict[str, Any] = {
+            "name": step,
+            "stage": self.stage,
+            "description": "decorated task " + self.label,
+            "call": self.ref,
+            "params": dict(params),
+            "inputs": {n: n for n in files},
+            "outputs": self._outputs,
+            "checks": [_absolute_files(c, {*files, *self.outputs}) for c in self._checks],
+        }
+        if self.timeout is not None:
+            entry["timeout"] = self.timeout
+        data: dict[str, Any] = {"apiVersion": API_VERSION, "name": workflow}
         lines = [
             f"# One call of the decorated task {self.label}, written by Scanflow (scanflow_core.tasks).",
             f"apiVersion: {API_VERSION}",
             f"name: {workflow}",
         ]
         if files:
+            data["inputs"] = {n: {"path": ref.path, "kind": _kind(ref.kind)} for n, ref in files.items()}
             lines.append("inputs:")
-            lines += [f"  {n}: {j({'path': ref.path, 'kind': _kind(ref.kind)})}" for n, ref in files.items()]
-        lines += [
-            "steps:",
-            f"  - name: {step}",
-            f"    stage: {self.stage}",
-            f"    description: {j('decorated task ' + self.label)}",
-            f"    call: {j(self.ref)}",
-            f"    params: {j(dict(params))}",
-            f"    inputs: {j({n: n for n in files})}",
-            f"    outputs: {j(self._outputs)}",
-            f"    checks: {j([_absolute_files(c, {*files, *self.outputs}) for c in self._checks])}",
-        ]
-        if self.timeout is not None:
-            lines.append(f"    timeout: {j(self.timeout)}")
-        return "\n".join(lines) + "\n"
+            lines += [f"  {n}: {j(value)}" for n, value in data["inputs"].items()]
+        data["steps"] = [entry]
+        lines.append("steps:")
+        lines += [("  - " if i == 0 else "    ") + f"{k}: {j(v)}" for i, (k, v) in enumerate(entry.items())]
+        return data, "\n".join(lines) + "\n"
 
 
 _CHECK_FIELDS = frozenset({"use", "on", "name", "policy", "severity", "timeout"})

@@ -6,6 +6,7 @@ the path inside the file (``steps[2].needs[0]``) and what was expected. Nothing 
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import re
@@ -79,6 +80,17 @@ def load_workflow_text(text: str, file: str = "<string>", params: Any = None) ->
         return _from_text(text, file, Path.cwd(), parse_overrides(params), chain=())
 
 
+def load_workflow_data(data: Mapping[str, Any], file: str | Path, text: str) -> Workflow:
+    """Like :func:`load_workflow`, from data already parsed from ``text`` (the file's contents).
+
+    For specs Scanflow writes itself (a decorated task's one-step spec): the same validation and
+    errors, without parsing YAML again. ``text`` gives the digest and the line numbers of errors.
+    """
+    path = Path(file)
+    with _gc_paused():
+        return _from_text(text, str(path), path.parent, {}, chain=(), raw=copy.deepcopy(dict(data)))
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """Loading builds many small objects at once: the cyclic collector, run again and again while they
@@ -138,10 +150,12 @@ def _from_text(
     overrides: dict[str, Any],
     chain: tuple[Path, ...],
     data: bytes | None = None,
+    raw: Any = None,
 ) -> Workflow:
     from scanflow_core.spec.plan import build_plan
 
-    raw = _parse_yaml(text, file)
+    if raw is None:
+        raw = _parse_yaml(text, file)
     nested_overrides = _apply_overrides(raw, overrides, file)
     try:
         workflow = Workflow.model_validate(raw)
