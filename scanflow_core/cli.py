@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.attestation.commands",
     "scanflow_core.checking.commands",
     "scanflow_core.deploy.commands",
+    "scanflow_core.improve.commands",
 )
 
 EXIT_STEP_FAILED = 1

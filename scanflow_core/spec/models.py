@@ -21,8 +21,11 @@ __all__ = [
     "AttestationSpec",
     "BuildSpec",
     "CheckSpec",
+    "ImproveSpec",
     "Objective",
+    "PlannerSpec",
     "Resources",
+    "ServingSpec",
     "Stage",
     "Step",
     "TrackerSpec",
@@ -177,6 +180,56 @@ class AttestationSpec(_Model):
     key: str | None = None
 
 
+class ServingSpec(_Model):
+    """How ``scanflow serve`` picks a model variant (original, ``onnx``, ``int8``) when asked for ``auto``:
+    ``prefer: accuracy`` takes the most accurate, ``prefer: latency`` the fastest whose accuracy is at
+    most ``max_accuracy_drop`` below the original's."""
+
+    prefer: Literal["latency", "accuracy"] = "accuracy"
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    variants: list[Literal["onnx", "int8"]] = ["onnx", "int8"]
+
+
+class PlannerSpec(_Model):
+    """The improve loop's planner (:func:`scanflow_core.improve.plan_action`): a share of anomalous
+    samples up to ``normal_max_share`` is normal, up to ``alert_max_share`` an alert, above it a retrain;
+    live metrics that miss a ``live_objectives`` expression (default: the workflow's objectives) roll back."""
+
+    normal_max_share: Annotated[float, Field(ge=0, le=1)] = 0.05
+    alert_max_share: Annotated[float, Field(ge=0, le=1)] = 0.10
+    live_objectives: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @field_validator("live_objectives")
+    @classmethod
+    def _expressions(cls, value: list[str]) -> list[str]:
+        from scanflow_core.expressions import parse
+
+        for text in value:
+            parse(text)  # an ExpressionError (a ValueError) says where the expression is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PlannerSpec:
+        if self.normal_max_share > self.alert_max_share:
+            raise ValueError(
+                f"normal_max_share ({self.normal_max_share}) must not exceed alert_max_share "
+                f"({self.alert_max_share})"
+            )
+        return self
+
+
+class ImproveSpec(_Model):
+    """The improve loop (:class:`scanflow_core.improve.Improver`): the registered model's name (default:
+    the workflow's), the ``metric`` a candidate must beat the champion on (``evaluate.accuracy``; higher is
+    better unless ``greater_is_better: false``) by more than ``min_gain``, and the planner's rules."""
+
+    model_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    metric: Ref | None = None
+    greater_is_better: bool = True
+    min_gain: Annotated[float, Field(ge=0)] = 0.0
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+
+
 def _names_to_mapping(value: object) -> object:
     if isinstance(value, list):
         return {item: item for item in value} if all(isinstance(i, str) for i in value) else value
@@ -286,6 +339,8 @@ class Workflow(_Model):
     objectives: list[Objective] = Field(default_factory=list)
     tracker: TrackerSpec = Field(default_factory=TrackerSpec)
     attestation: AttestationSpec = Field(default_factory=AttestationSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    improve: ImproveSpec = Field(default_factory=ImproveSpec)
     stage_metadata: Literal["off", "warn", "fail"] = "warn"
     python_path: list[str] = Field(default_factory=lambda: ["."])
     steps: Annotated[list[Step], Field(min_length=1)]
