@@ -3,6 +3,7 @@
 #
 #   make test      install (once), then lint, typecheck, imports and every test (slow ones included)
 #   make docker    start a Docker engine if none answers and build the test base image if missing
+#   make browser   install Debian's chromium and chromium-driver if missing (the browser tests)
 #   make demo      install (once), then run the digits workflow
 #   make bench | lint | typecheck | imports | clean | distclean
 #
@@ -23,7 +24,7 @@ INSTALL_ARGS := -e '.[all,dev]' $(addprefix -e ,$(LOCAL))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck imports docker docker-engine base-image demo bench clean distclean compose-tool
+.PHONY: install test lint typecheck imports docker docker-engine base-image demo bench clean distclean compose-tool browser
 
 install: $(STAMP)
 
@@ -48,6 +49,7 @@ imports: $(STAMP)
 # base image (`make docker`); in CI (CI=true) not having them fails the run, elsewhere those tests are skipped.
 test: $(STAMP) lint typecheck imports
 	@$(MAKE) --no-print-directory docker || { [[ "$${CI:-}" != true ]] && echo "make docker failed: the Docker tests will be skipped" >&2; }
+	@$(MAKE) --no-print-directory browser || { [[ "$${CI:-}" != true ]] && echo "make browser failed: the browser tests will be skipped" >&2; }
 	SCANFLOW_TEST_IMAGE=$(TEST_IMAGE) $(BIN)/python -m pytest -q
 
 # A Docker engine (started when none answers; Debian's docker.io installed when missing, as root) and the
@@ -56,6 +58,11 @@ test: $(STAMP) lint typecheck imports
 TEST_IMAGE ?= scanflow-test/python:3.11-bookworm
 
 docker: docker-engine base-image compose-tool
+
+# Debian's chromium and chromium-driver for the browser tests (labelling page, run report); installed as root
+# when missing. Selenium is pointed at them, so nothing is downloaded from elsewhere.
+browser:
+	scripts/chromium.sh >/dev/null
 
 compose-tool:
 	scripts/compose-tool.sh
