@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.checking.commands",
     "scanflow_core.deploy.commands",
     "scanflow_core.improve.commands",
+    "scanflow_core.step_command",
 )
 
 EXIT_STEP_FAILED = 1

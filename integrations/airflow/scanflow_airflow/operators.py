@@ -134,14 +134,29 @@ class ScanflowOperator(_ScanflowBase):
         step: the step's qualified name, ``train`` or ``prep.clean`` (templated).
         params: ``--param`` style overrides (``{"epochs": 5, "train.lr": 0.1}``).
         home: where runs live (templated); default ``$SCANFLOW_HOME`` or ``./.scanflow``.
+        executor: ``"local"`` (the default): the step runs in the task's process (a container step in
+            Docker); ``"kubernetes"``: in a pod of its own, launched by ``KubernetesPodOperator``
+            (see :mod:`scanflow_airflow.kubernetes`; the run lives on the pods' shared claim).
+        pod_options: for ``executor="kubernetes"``: options of
+            :func:`~scanflow_core.deploy.pods.step_pod` (``image``, ``namespace``, ``tracker_uri``,
+            ``checker_detector``, ``claim``, ``work_volume``, ``image_prefix``, ``name``, ``container_name``).
+        operator_options: for ``executor="kubernetes"``: more ``KubernetesPodOperator`` arguments
+            (``kubernetes_conn_id``, ``in_cluster``, ``config_file``, ``service_account_name``, …).
+        airflow_executor: the Airflow executor the task targets (``BaseOperator``'s own ``executor``
+            argument, which ``executor`` here stands in for: it says where the *step* runs).
         **kwargs: passed to :class:`~airflow.sdk.BaseOperator`.
 
     The task pushes ``scanflow_run_id`` and ``outputs`` (output name → path) to XCom: references
-    into the run directory, never the data. A failed step raises :class:`ScanflowStepFailed`; a step
-    whose ``when:`` does not hold is skipped (:class:`~airflow.sdk.exceptions.AirflowSkipException`).
+    into the run directory, never the data (with ``executor="kubernetes"``, paths as the pods see
+    them). A failed step raises :class:`ScanflowStepFailed`; a step whose ``when:`` does not hold is
+    skipped (:class:`~airflow.sdk.exceptions.AirflowSkipException`).
 
     Examples:
         >>> ScanflowOperator(task_id="train", spec="scanflow.yaml", step="train")  # doctest: +SKIP
+        >>> ScanflowOperator(
+        ...     task_id="train", spec="scanflow.yaml", step="train", executor="kubernetes",
+        ...     pod_options={"namespace": "ml", "image": "registry.example.com/ml/scanflow:0.1.0"},
+        ... )  # doctest: +SKIP
     """
 
     template_fields: Sequence[str] = ("spec", "step", "home")
@@ -154,14 +169,28 @@ class ScanflowOperator(_ScanflowBase):
         step: str,
         params: Mapping[str, Any] | None = None,
         home: str | Path | None = None,
+        executor: str = "local",
+        pod_options: Mapping[str, Any] | None = None,
+        operator_options: Mapping[str, Any] | None = None,
+        airflow_executor: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from scanflow_airflow.kubernetes import check_options
+
         if not isinstance(step, str) or not step:
             raise ValueError(f"step must be a step name, not {step!r}")
-        super().__init__(spec=spec, params=params, home=home, **kwargs)
+        check_options(executor, pod_options, operator_options)
+        super().__init__(spec=spec, params=params, home=home, executor=airflow_executor, **kwargs)
         self.step = step
+        #: Where the step runs: ``local`` or ``kubernetes`` (``self.executor`` is Airflow's own).
+        self.step_executor = executor
+        self.pod_options: dict[str, Any] = dict(pod_options or {})
+        self.operator_options: dict[str, Any] = dict(operator_options or {})
 
     def execute(self, context: Context) -> None:
+        if self.step_executor == "kubernetes":
+            self._execute_in_pod(context)
+            return
         from scanflow_core.errors import CheckFailed, StepFailed
         from scanflow_core.steps import run_step
 
@@ -176,6 +205,55 @@ class ScanflowOperator(_ScanflowBase):
         if step_run.status == "skipped":
             raise AirflowSkipException(step_run.reason or "skipped")
         ti.xcom_push(key="outputs", value={name: str(path) for name, path in step_run.outputs.items()})
+
+    def pod(self, context: Context) -> dict[str, Any]:
+        """The pod this task launches with ``executor="kubernetes"`` (a v1 Pod manifest), without
+        launching it: :func:`~scanflow_core.deploy.pods.step_pod` for this step of the DAG run's
+        Scanflow run, this try as the attempt."""
+        from scanflow_airflow.kubernetes import SKIPPED_EXIT_CODE
+        from scanflow_core.deploy.pods import step_pod
+
+        return step_pod(
+            self.spec,
+            self.step,
+            run_id_template=scanflow_run_id(context),
+            params=self.overrides,
+            attempt=max(1, int(context["ti"].try_number or 1)),
+            orchestrator="airflow",
+            skipped_exit_code=SKIPPED_EXIT_CODE,
+            **self.pod_options,
+        )
+
+    def pod_operator(self, context: Context) -> Any:
+        """The ``KubernetesPodOperator`` that launches :meth:`pod` (not executed)."""
+        from scanflow_airflow.kubernetes import pod_operator
+
+        return pod_operator(self.task_id, self.pod(context), self.operator_options)
+
+    def on_kill(self) -> None:
+        """A killed task deletes the pod it launched (``executor="kubernetes"``)."""
+        launched = getattr(self, "_launched", None)
+        if launched is not None:
+            launched.on_kill()
+
+    def _execute_in_pod(self, context: Context) -> None:
+        from scanflow_core.deploy.pods import HOME_MOUNT
+        from scanflow_core.spec import load_workflow
+
+        run_id = scanflow_run_id(context)
+        ti = context["ti"]
+        ti.xcom_push(key="scanflow_run_id", value=run_id)
+        operator = self._launched = self.pod_operator(context)
+        try:
+            operator.execute(context)
+        except AirflowSkipException:
+            raise
+        except AirflowException as exc:
+            raise ScanflowStepFailed(self.step, run_id, f"its pod failed: {exc}") from exc
+        planned = load_workflow(self.spec, self.overrides).plan[self.step]
+        folder = f"{HOME_MOUNT}/runs/{run_id}/steps/{self.step}/outputs"
+        outputs = {name: f"{folder}/{spec.path or name}" for name, spec in planned.outputs.items()}
+        ti.xcom_push(key="outputs", value=outputs)
 
 
 class ScanflowFinishOperator(_ScanflowBase):

@@ -1,0 +1,204 @@
+"""Step pods (:func:`scanflow_core.deploy.pods.step_pod`) run on a real engine the way a kubelet runs a
+pod: a pause container holds the network namespace (with the pod's ``hostAliases``), the native
+sidecars start first and must pass their startup probe, then the main container runs the pod's own
+``command``, ``env`` and ``workingDir`` with the pod's volumes as bind mounts (the claim a folder, the
+ConfigMap its files). Kubernetes cannot run here; this is the closest real run of the pods it would get.
+
+Stand-ins, each said where it is made: the tracker sidecar's image is the one the Docker runtime builds
+(``ghcr.io/mlflow/mlflow`` cannot be pulled here) and "``scanflow`` installed in the image" is the
+core and this environment's site-packages mounted read-only on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanflow_core.deploy.pods import step_pod, work_files
+from scanflow_core.runs import WorkflowRun
+from scanflow_core.runtimes import sidecars
+from scanflow_core.spec import load_workflow
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+LIB, SITE = "/opt/scanflow/lib", "/opt/scanflow/site-packages"
+
+SPEC = """
+apiVersion: scanflow/v1
+name: podded
+params: {word: quiet}
+tracker: {uri: sidecar}
+steps:
+  - {name: make, stage: data_ingestion, call: pod_steps:make, outputs: [data]}
+  - name: shout
+    stage: data_transformation
+    image: IMAGE
+    command: ["sh", "-c", "tr a-z A-Z < {inputs.data} > {outputs.loud} && echo shouted"]
+    inputs: [data]
+    outputs: [loud]
+"""
+
+STEPS = """
+def make(word, data):
+    data.write_text(word)
+    return {"letters": len(word)}
+"""
+
+
+def _unescape(text: str) -> str:
+    return text.replace("$$(", "$(")  # Kubernetes' escape of $(VAR); Docker expands nothing
+
+
+class PodRunner:
+    """Runs a pod manifest's containers on the engine, as a kubelet would (enough of it for step pods)."""
+
+    def __init__(self, client: Any, volumes: dict[str, Path], user: str) -> None:
+        self.client, self.volumes, self.user = client, volumes, user
+        self.started: list[Any] = []
+
+    def _binds(self, container: dict[str, Any]) -> dict[str, dict[str, str]]:
+        binds = {}
+        for mount in container.get("volumeMounts", []):
+            source = self.volumes[mount["name"]] / mount.get("subPath", "")
+            source.mkdir(parents=True, exist_ok=True)
+            mode = "ro" if mount.get("readOnly") else "rw"
+            binds[str(source)] = {"bind": mount["mountPath"], "mode": mode}
+        return binds
+
+    def _create(self, container: dict[str, Any], pause: Any, extra: dict[str, Any]) -> Any:
+        env = {e["name"]: _unescape(e["value"]) for e in container.get("env", [])}
+        env.setdefault("HOME", "/tmp")  # the caller's uid has no home in the image
+        created = self.client.containers.create(
+            container["image"],
+            entrypoint=[_unescape(a) for a in container["command"]] if "command" in container else None,
+            command=[_unescape(a) for a in container.get("args", [])] or None,
+            environment={**env, **extra.pop("environment", {})},
+            working_dir=container.get("workingDir"),
+            network_mode=f"container:{pause.id}",
+            user=self.user,
+            volumes={**self._binds(container), **extra.pop("volumes", {})},
+            labels={"scanflow.test": "step-pod"},
+        )
+        self.started.append(created)
+        return created
+
+    def run(self, pod: dict[str, Any], main_extra: dict[str, Any], pause_image: str) -> tuple[int, str]:
+        """Start the pod; return the main container's exit code and logs."""
+        spec = pod["spec"]
+        hosts = {name: alias["ip"] for alias in spec.get("hostAliases", []) for name in alias["hostnames"]}
+        pause = self.client.containers.run(
+            pause_image,
+            ["sleep", "infinity"],
+            detach=True,
+            extra_hosts=hosts,
+            labels={"scanflow.test": "step-pod"},
+        )
+        self.started.append(pause)
+        for init in spec.get("initContainers", []):
+            assert init.get("restartPolicy") == "Always", "only native sidecars here"
+            sidecar = self._create(init, pause, {})
+            sidecar.start()
+            self._await_startup(sidecar, init)
+        (main,) = spec["containers"]
+        container = self._create(main, pause, dict(main_extra))
+        container.start()
+        code = int(container.wait(timeout=600)["StatusCode"])
+        return code, container.logs().decode(errors="replace")
+
+    def _await_startup(self, container: Any, manifest: dict[str, Any]) -> None:
+        probe = manifest.get("startupProbe")
+        if not probe:
+            return
+        deadline = time.monotonic() + probe["periodSeconds"] * probe["failureThreshold"]
+        while time.monotonic() < deadline:
+            if container.exec_run(probe["exec"]["command"]).exit_code == 0:
+                return
+            time.sleep(1)
+        container.reload()
+        raise AssertionError(
+            f"{manifest['name']} never passed its startup probe:\n{container.logs().decode()}"
+        )
+
+    def remove(self) -> None:
+        for container in reversed(self.started):
+            container.remove(force=True)
+        self.started.clear()
+
+
+@pytest.fixture
+def pods(engine: str, tmp_path: Path) -> Any:
+    import docker
+
+    client = docker.from_env()
+    runner = PodRunner(
+        client,
+        {"scanflow-home": tmp_path / "claim", "scanflow-work": tmp_path / "configmap"},
+        f"{os.getuid()}:{os.getgid()}",
+    )
+    yield runner
+    runner.remove()
+    client.close()
+
+
+def test_the_step_pods_of_a_run_run_its_steps_with_their_tracker(
+    engine: str, pods: PodRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "spec"
+    folder.mkdir()
+    (folder / "pod_steps.py").write_text(STEPS)
+    spec = folder / "scanflow.yaml"
+    spec.write_text(SPEC.replace("IMAGE", engine))
+    workflow = load_workflow(spec)
+    scratch = WorkflowRun(workflow, run_id="image-build", home=tmp_path / "scratch")
+    monkeypatch.setenv("SCANFLOW_TRACKER_IMAGE", sidecars.tracker_image(scratch))  # stand-in, see above
+    for path, text in work_files(workflow).items():  # the ConfigMap, as the kubelet writes it out
+        (tmp_path / "configmap" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "configmap" / path).write_text(text)
+    scanflow_in_image = {  # stand-in for "scanflow is installed in the image", see above
+        # (this environment's editable plugins point at sources not mounted: no entry points)
+        "environment": {
+            "PYTHONPATH": f"{LIB}:{SITE}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SCANFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
+        },
+        "volumes": {
+            str(ROOT / "scanflow_core"): {"bind": f"{LIB}/scanflow_core", "mode": "ro"},
+            SITE_PACKAGES: {"bind": SITE, "mode": "ro"},
+        },
+    }
+
+    for name in ("make", "shout"):
+        pod = step_pod(
+            spec, name, run_id_template="pods-7", image=engine, params={"word": "hello"}, attempt=1
+        )
+        code, logs = pods.run(pod, scanflow_in_image, engine)
+        assert code == 0, logs
+        assert f"step {name} of run pods-7: succeeded" in logs
+        pods.remove()
+
+    run = tmp_path / "claim" / "runs" / "pods-7"
+    assert (run / "steps" / "shout" / "outputs" / "loud").read_text() == "HELLO"
+    assert (run / "steps" / "shout" / "step.log").read_text().strip() == "shouted"
+    records = {n: json.loads((run / "steps" / n / "step.json").read_text()) for n in ("make", "shout")}
+    assert records["make"]["metrics"] == {"letters": 5.0}
+    assert records["shout"]["runtime"] == "in-image"
+    assert json.loads((run / "run.json").read_text())["orchestrator"] == "kubernetes"
+    assert (tmp_path / "claim" / "keys" / "scanflow.pub").is_file()  # one key for the pods of a run
+    # Each pod's tracker kept its store on the claim: one parent MLflow run, a child per step.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'claim' / 'tracker' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("podded")
+    found = client.search_runs([experiment.experiment_id], filter_string="tags.`scanflow.run_id` = 'pods-7'")
+    kinds = sorted((r.data.tags["scanflow.kind"], r.data.tags.get("scanflow.step", "")) for r in found)
+    assert kinds == [("step", "make"), ("step", "shout"), ("workflow", "")]
+    (make,) = [r for r in found if r.data.tags.get("scanflow.step") == "make"]
+    assert make.data.metrics["letters"] == 5.0
