@@ -267,50 +267,9 @@ class ScanflowFinishOperator(_ScanflowBase):
     ui_color = "#c4e0ea"
 
     def execute(self, context: Context) -> None:
-        from scanflow_core.records import Metric, TrackingBatch
-        from scanflow_core.runner import evaluate_objectives
+        from scanflow_core.runner import close_run
 
-        run = self._open(context)
-        _record_steps_that_never_ran(run)
-        summaries = run.step_summaries()
-        ok = all(summaries.get(n, {}).get("status") in ("succeeded", "skipped") for n in run.plan.steps)
-        objectives = evaluate_objectives(run, set(run.plan.steps))
-        if objectives:
-            metrics = [Metric(f"objective.{o.name}", float(o.passed)) for o in objectives]
-            run.pm.hook.scanflow_track(
-                run=run, step_run=None, batch=TrackingBatch(metrics=metrics, objectives=objectives)
-            )
-        status = "succeeded" if ok else "failed"
-        run.finish(status, objectives)
-        run.pm.hook.scanflow_workflow_finish(run=run)
-        context["ti"].xcom_push(key="scanflow_run_id", value=run.run_id)
-        missed = [o for o in objectives if o.blocking and not o.passed]
-        if not ok or missed:
-            failed = sorted(
-                n for n, s in summaries.items() if s.get("status") not in ("succeeded", "skipped")
-            )
-            parts = [f"steps not succeeded: {', '.join(failed)}"] if failed else []
-            parts += [f"objective {o.name} not met: {o.reason or o.expr}" for o in missed]
-            raise ScanflowRunFailed(
-                run.run_id, status, objectives, f"Scanflow run {run.run_id} failed: " + "; ".join(parts)
-            )
-
-
-def _record_steps_that_never_ran(run: WorkflowRun) -> None:
-    """A step whose task never ran (its upstream failed or was skipped) gets the record the local
-    runner gives it: ``upstream_failed`` or ``skipped``, naming the upstream step."""
-    for name, planned in run.plan.steps.items():
-        if run.step_summary(name) is not None:
-            continue
-        upstream = {n: (run.step_summary(n) or {}).get("status") for n in planned.needs}
-        skipped = [n for n, s in upstream.items() if s == "skipped"]
-        failed = [n for n, s in upstream.items() if s not in ("succeeded", "skipped")]
-        if failed:
-            status, reason = "upstream_failed", f"upstream step {failed[0]!r} failed"
-        elif skipped:
-            status, reason = "skipped", f"upstream step {skipped[0]!r} was skipped"
-        else:
-            status, reason = "upstream_failed", "its task did not run"
-        run.record_step(
-            name, {"status": status, "stage": planned.stage, "reason": reason, "metrics": {}, "outputs": {}}
-        )
+        outcome = close_run(self._open(context))
+        context["ti"].xcom_push(key="scanflow_run_id", value=outcome.run_id)
+        if not outcome.ok:
+            raise ScanflowRunFailed(outcome.run_id, outcome.status, outcome.objectives, outcome.message)

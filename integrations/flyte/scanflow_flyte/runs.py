@@ -11,10 +11,7 @@ Local execution has no execution id of its own: flytekit gives every local run t
 ``local-<time>-<random>``, in :func:`local_execution_id`, so that two local runs never share a run
 directory.
 
-:func:`finish_spec_run` is what the Airflow adapter's ``ScanflowFinishOperator`` does, for a
-workflow made from a spec: record the steps that never ran, judge the objectives, finish the run.
-It belongs in the core (``scanflow_core.runner``), next to ``evaluate_objectives``; it is kept here
-until it moves there.
+Closing a run is the core's :func:`scanflow_core.runner.close_run`, as under every orchestrator.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +28,12 @@ if TYPE_CHECKING:
     from flytekit import FlyteContext
 
     from scanflow_core.plugins import PluginManager
-    from scanflow_core.records import ObjectiveResult
     from scanflow_core.runs import WorkflowRun
 
 __all__ = [
     "ORCHESTRATOR",
-    "RunOutcome",
     "attempt_number",
     "execution_run_id",
-    "finish_spec_run",
     "is_local_default",
     "is_local_execution",
     "local_execution_id",
@@ -208,79 +201,9 @@ def open_spec_run(
     return run
 
 
-@dataclass
-class RunOutcome:
-    """How a finished run ended.
-
-    Attributes:
-        run_id: the Scanflow run id.
-        status: ``succeeded`` or ``failed``.
-        objectives: every objective's outcome.
-        failed_steps: the steps that did not succeed or were not skipped.
-    """
-
-    run_id: str
-    status: str
-    objectives: list[ObjectiveResult] = field(default_factory=list)
-    failed_steps: list[str] = field(default_factory=list)
-
-    @property
-    def message(self) -> str:
-        """Why the run failed (empty when it succeeded and every blocking objective held)."""
-        missed = [o for o in self.objectives if o.blocking and not o.passed]
-        parts = [f"steps not succeeded: {', '.join(self.failed_steps)}"] if self.failed_steps else []
-        parts += [f"objective {o.name} not met: {o.reason or o.expr}" for o in missed]
-        return f"Scanflow run {self.run_id} failed: " + "; ".join(parts) if parts else ""
-
-
-def finish_spec_run(run: WorkflowRun) -> RunOutcome:
-    """Close a run made from a spec: record steps that never ran, judge the objectives, finish the run.
-
-    Returns:
-        The outcome; the caller fails its task when ``outcome.message`` is not empty.
-    """
-    from scanflow_core.records import Metric, TrackingBatch
-    from scanflow_core.runner import evaluate_objectives
-
-    _record_steps_that_never_ran(run)
-    summaries = run.step_summaries()
-    ok = all(summaries.get(n, {}).get("status") in ("succeeded", "skipped") for n in run.plan.steps)
-    objectives = evaluate_objectives(run, set(run.plan.steps))
-    if objectives:
-        metrics = [Metric(f"objective.{o.name}", float(o.passed)) for o in objectives]
-        run.pm.hook.scanflow_track(
-            run=run, step_run=None, batch=TrackingBatch(metrics=metrics, objectives=objectives)
-        )
-    status = "succeeded" if ok else "failed"
-    run.finish(status, objectives)
-    run.pm.hook.scanflow_workflow_finish(run=run)
-    failed = sorted(n for n, s in summaries.items() if s.get("status") not in ("succeeded", "skipped"))
-    return RunOutcome(run.run_id, status, objectives, failed)
-
-
 def upstream_skipped(run: WorkflowRun, name: str) -> str | None:
     """The first upstream step of ``name`` that was skipped, if any (its downstream is skipped too)."""
     for upstream in run.plan[name].needs:
         if (run.step_summary(upstream) or {}).get("status") == "skipped":
             return upstream
     return None
-
-
-def _record_steps_that_never_ran(run: WorkflowRun) -> None:
-    """A step whose task never ran (its upstream failed) gets the record the local runner gives it:
-    ``upstream_failed`` or ``skipped``, naming the upstream step."""
-    for name, planned in run.plan.steps.items():
-        if run.step_summary(name) is not None:
-            continue
-        upstream = {n: (run.step_summary(n) or {}).get("status") for n in planned.needs}
-        skipped = [n for n, s in upstream.items() if s == "skipped"]
-        failed = [n for n, s in upstream.items() if s not in ("succeeded", "skipped")]
-        if failed:
-            status, reason = "upstream_failed", f"upstream step {failed[0]!r} failed"
-        elif skipped:
-            status, reason = "skipped", f"upstream step {skipped[0]!r} was skipped"
-        else:
-            status, reason = "upstream_failed", "its task did not run"
-        run.record_step(
-            name, {"status": status, "stage": planned.stage, "reason": reason, "metrics": {}, "outputs": {}}
-        )

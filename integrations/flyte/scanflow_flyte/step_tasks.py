@@ -35,7 +35,6 @@ from flytekit.types.error import FlyteError
 from scanflow_flyte.errors import ScanflowRunFailed, from_core
 from scanflow_flyte.runs import (
     attempt_number,
-    finish_spec_run,
     is_local_execution,
     open_spec_run,
     scanflow_run_id,
@@ -316,8 +315,10 @@ def finish_spec(config: StepConfig, run_id: str = "", *, raise_on_failure: bool 
         ScanflowRunFailed: ``raise_on_failure`` and a step failed or a blocking objective did not hold.
     """
     run = open_spec_run(config.spec, config.params, scanflow_run_id(run_id or None), config.home)
-    outcome = finish_spec_run(run)
-    if raise_on_failure and outcome.message:
+    from scanflow_core.runner import close_run
+
+    outcome = close_run(run)
+    if raise_on_failure and not outcome.ok:
         raise ScanflowRunFailed(outcome.run_id, outcome.status, outcome.objectives, outcome.message)
     return outcome.run_id
 
