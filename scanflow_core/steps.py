@@ -75,7 +75,9 @@ def _run(step_run: StepRun) -> StepRun:
         step_run.status = "succeeded"
     except BaseException as exc:
         step_run.status = "failed"
-        error = exc if isinstance(exc, ScanflowError | KeyboardInterrupt) else _as_step_failed(step_run, exc)
+        # Whatever went wrong inside the step fails the step, never the whole run: a ScanflowError
+        # raised by the step's own code (or a checker, a runtime) keeps its message.
+        error = exc if isinstance(exc, StepFailed | KeyboardInterrupt) else _as_step_failed(step_run, exc)
         step_run.reason = (
             "interrupted" if isinstance(exc, KeyboardInterrupt) else str(getattr(error, "reason", error))
         )
@@ -92,9 +94,8 @@ def _run(step_run: StepRun) -> StepRun:
 
 
 def _as_step_failed(step_run: StepRun, exc: BaseException) -> StepFailed:
-    return StepFailed(
-        step_run.name, step_run.run.run_id, f"{type(exc).__name__}: {exc}", _tail(step_run.log_path)
-    )
+    reason = str(exc) if isinstance(exc, ScanflowError) else f"{type(exc).__name__}: {exc}"
+    return StepFailed(step_run.name, step_run.run.run_id, reason, _tail(step_run.log_path))
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -245,3 +245,34 @@ def test_nested_workflows_run_as_qualified_steps(write_spec: Any, home: Path, tm
     run = run_workflow(load_workflow(spec), pm=get_plugin_manager(autoload=False))
     assert list(run.step_summaries()) == ["ingest", "prep.clean", "train"]
     assert run.step_summary("train")["metrics"] == {"value": 15.0}  # type: ignore[index]
+
+
+def test_a_scanflow_error_raised_by_a_steps_code_fails_that_step_not_the_run(
+    write_spec: Any, home: Path
+) -> None:
+    spec = write_spec(
+        """\
+        apiVersion: scanflow/v1
+        name: raising
+        steps:
+          - {name: bad, stage: training, call: MOD:bad}
+          - {name: other, stage: logging, call: MOD:other}
+        """,
+        code="""\
+        from scanflow_core.errors import ScanflowError
+
+
+        def bad():
+            raise ScanflowError("the model registry said no")
+
+
+        def other():
+            return {"ok": 1}
+        """,
+    )
+    run = run_workflow(load_workflow(spec), home=home, pm=get_plugin_manager(autoload=False))
+
+    steps = run.step_summaries()
+    assert run.status == "failed"
+    assert steps["bad"]["status"] == "failed" and steps["bad"]["reason"] == "the model registry said no"
+    assert steps["other"]["status"] == "succeeded"
