@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "describe_plugins",
     "get_plugin_manager",
     "hookimpl",
+    "shared_plugin_manager",
 ]
 
 ENTRY_POINT_GROUP = "scanflow.plugins"
@@ -83,6 +85,25 @@ def get_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"{exc}; hooks are listed in scanflow_core.hookspecs") from exc
     return pm
+
+
+_shared: dict[str, PluginManager] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_plugin_manager() -> PluginManager:
+    """This process's plugin manager for orchestrator tasks, made once (per setting of
+    ``SCANFLOW_DISABLE_PLUGIN_AUTOLOAD``).
+
+    An orchestrator runs many short tasks in one worker process; finding the entry points among the
+    installed distributions takes longer than a trivial step. Sharing one manager is safe: plugins
+    keep their per-run state on the run (``run.state``), not on themselves.
+    """
+    key = os.environ.get(DISABLE_AUTOLOAD, "")
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = get_plugin_manager()
+        return _shared[key]
 
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Apache Airflow provider for Scanflow.
 
 ``ScanflowOperator`` runs one Scanflow step as an Airflow task and ``dag_from_spec`` builds a whole DAG
-from a ``scanflow.yaml``. Each translates Airflow's context into one call of the core's single step path
-and back. The package is registered as an Airflow provider (entry point ``apache_airflow_provider``).
+from a ``scanflow.yaml``; ``@scanflow_task`` makes a Python function a TaskFlow task run as a Scanflow
+step, and ``scanflow_finish()`` closes the run of a DAG made of such tasks. Each translates Airflow's
+context into one call of the core's single step path and back. The package is registered as an
+Airflow provider (entry point ``apache_airflow_provider``).
 
 The names are imported on first use: Airflow imports this package to read :func:`get_provider_info`
 while Airflow itself is starting, so importing it must not import Airflow.
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scanflow_airflow.dags import dag_from_spec
+    from scanflow_airflow.decorators import scanflow_finish, scanflow_task
     from scanflow_airflow.operators import (
         ScanflowFinishOperator,
         ScanflowOperator,
@@ -28,6 +31,8 @@ __all__ = [
     "ScanflowStepFailed",
     "dag_from_spec",
     "get_provider_info",
+    "scanflow_finish",
+    "scanflow_task",
 ]
 __version__ = "0.1.0"
 
@@ -52,6 +57,8 @@ _LAZY = {
     "ScanflowOperator": "scanflow_airflow.operators",
     "ScanflowRunFailed": "scanflow_airflow.operators",
     "ScanflowStepFailed": "scanflow_airflow.operators",
+    "scanflow_finish": "scanflow_airflow.decorators",
+    "scanflow_task": "scanflow_airflow.decorators",
 }
 
 

@@ -110,6 +110,7 @@ class _ScanflowBase(BaseOperator):
 
     def _open(self, context: Context) -> WorkflowRun:
         """Load the spec and open this DAG run's Scanflow run (firing the start hook once)."""
+        from scanflow_core.plugins import shared_plugin_manager
         from scanflow_core.runs import WorkflowRun
         from scanflow_core.spec import load_workflow
 
@@ -118,6 +119,7 @@ class _ScanflowBase(BaseOperator):
             workflow,
             run_id=scanflow_run_id(context),
             home=self.home,
+            pm=shared_plugin_manager(),
             params=self.overrides,
             orchestrator="airflow",
         )
@@ -146,10 +148,11 @@ class ScanflowOperator(_ScanflowBase):
             argument, which ``executor`` here stands in for: it says where the *step* runs).
         **kwargs: passed to :class:`~airflow.sdk.BaseOperator`.
 
-    The task pushes ``scanflow_run_id`` and ``outputs`` (output name → path) to XCom: references
-    into the run directory, never the data (with ``executor="kubernetes"``, paths as the pods see
-    them). A failed step raises :class:`ScanflowStepFailed`; a step whose ``when:`` does not hold is
-    skipped (:class:`~airflow.sdk.exceptions.AirflowSkipException`).
+    The task returns one XCom, ``{"scanflow_run_id": ..., "outputs": {name: ArtifactRef dict}}``:
+    references into the run directory (path, digest, ``file://`` URI), never the data (with
+    ``executor="kubernetes"``, paths as the pods see them). A failed step raises
+    :class:`ScanflowStepFailed`; a step whose ``when:`` does not hold is skipped
+    (:class:`~airflow.sdk.exceptions.AirflowSkipException`).
 
     Examples:
         >>> ScanflowOperator(task_id="train", spec="scanflow.yaml", step="train")  # doctest: +SKIP
@@ -187,24 +190,26 @@ class ScanflowOperator(_ScanflowBase):
         self.pod_options: dict[str, Any] = dict(pod_options or {})
         self.operator_options: dict[str, Any] = dict(operator_options or {})
 
-    def execute(self, context: Context) -> None:
+    def execute(self, context: Context) -> dict[str, Any]:
         if self.step_executor == "kubernetes":
-            self._execute_in_pod(context)
-            return
+            return self._execute_in_pod(context)
+        from scanflow_core.artifacts import ArtifactRef
         from scanflow_core.errors import CheckFailed, StepFailed
         from scanflow_core.steps import run_step
 
         run = self._open(context)
-        ti = context["ti"]
-        ti.xcom_push(key="scanflow_run_id", value=run.run_id)
         try:
-            step_run = run_step(run, self.step, attempt=max(1, int(ti.try_number or 1)))
+            step_run = run_step(run, self.step, attempt=max(1, int(context["ti"].try_number or 1)))
         except StepFailed as exc:
             report = exc.report if isinstance(exc, CheckFailed) else []
             raise ScanflowStepFailed(exc.step, exc.run_id, exc.reason, exc.logs, report) from exc
         if step_run.status == "skipped":
             raise AirflowSkipException(step_run.reason or "skipped")
-        ti.xcom_push(key="outputs", value={name: str(path) for name, path in step_run.outputs.items()})
+        refs = {
+            r.name: ArtifactRef(run.run_id, self.step, r.name, r.path, r.digest, r.kind).to_dict()
+            for r in step_run.output_records
+        }
+        return {"scanflow_run_id": run.run_id, "outputs": refs}  # one XCom: references, never the data
 
     def pod(self, context: Context) -> dict[str, Any]:
         """The pod this task launches with ``executor="kubernetes"`` (a v1 Pod manifest), without
@@ -236,13 +241,11 @@ class ScanflowOperator(_ScanflowBase):
         if launched is not None:
             launched.on_kill()
 
-    def _execute_in_pod(self, context: Context) -> None:
+    def _execute_in_pod(self, context: Context) -> dict[str, Any]:
         from scanflow_core.deploy.pods import HOME_MOUNT
         from scanflow_core.spec import load_workflow
 
         run_id = scanflow_run_id(context)
-        ti = context["ti"]
-        ti.xcom_push(key="scanflow_run_id", value=run_id)
         operator = self._launched = self.pod_operator(context)
         try:
             operator.execute(context)
@@ -253,7 +256,7 @@ class ScanflowOperator(_ScanflowBase):
         planned = load_workflow(self.spec, self.overrides).plan[self.step]
         folder = f"{HOME_MOUNT}/runs/{run_id}/steps/{self.step}/outputs"
         outputs = {name: f"{folder}/{spec.path or name}" for name, spec in planned.outputs.items()}
-        ti.xcom_push(key="outputs", value=outputs)
+        return {"scanflow_run_id": run_id, "outputs": outputs}  # paths on the pods' shared volume
 
 
 class ScanflowFinishOperator(_ScanflowBase):

@@ -110,6 +110,24 @@ def test_a_dag_run_is_one_scanflow_run(run_dag: RunDag, tmp_path: Path) -> None:
     assert manifest["status"] == "succeeded" and manifest["orchestrator"] == "airflow"
     assert set(manifest["steps"]) == {"make", "count", "side"}
 
+    # One XCom per step task: the run id and references to its outputs (path, digest, uri), not the bytes.
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(XComModel).where(
+            XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id
+        )
+        xcoms = {(x.task_id, x.key): x.value for x in session.scalars(query)}
+    made = xcoms[("make", "return_value")]
+    assert made["scanflow_run_id"] == "nightly"
+    table = made["outputs"]["table"]
+    assert table["digest"] == steps["make"]["outputs"]["table"]["digest"]
+    assert table["uri"] == Path(table["path"]).as_uri() and Path(table["path"]).read_text() == "x\n" * 5
+    assert xcoms[("count", "return_value")] == {"scanflow_run_id": "nightly", "outputs": {}}
+    assert {k for t, k in xcoms if t == "make"} == {"return_value"}
+
 
 def test_a_failing_step_fails_its_task_and_nothing_downstream_runs(run_dag: RunDag, tmp_path: Path) -> None:
     home = tmp_path / "home"
