@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.deploy.commands",
     "scanflow_core.improve.commands",
     "scanflow_core.step_command",
+    "scanflow_core.report.commands",
 )
 
 EXIT_STEP_FAILED = 1
