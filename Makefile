@@ -73,8 +73,10 @@ docker-engine:
 base-image: docker-engine
 	SCANFLOW_TEST_IMAGE=$(TEST_IMAGE) scripts/base-image.sh >/dev/null
 
+# The digits workflow end to end (train ... serve, drift, label, retrain, promote), then its HTML report.
 demo: $(STAMP)
-	$(BIN)/scanflow run examples/digits/scanflow.yaml
+	@status=0; $(BIN)/scanflow run examples/digits/scanflow.yaml || status=$$?; \
+	$(BIN)/scanflow report latest -o .scanflow/digits-report.html; exit $$status
 
 bench: $(STAMP)
 	@shopt -s nullglob; files=(benchmarks/*.py); \

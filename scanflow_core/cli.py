@@ -30,9 +30,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.attestation.commands",
     "scanflow_core.checking.commands",
     "scanflow_core.deploy.commands",
+    "scanflow_core.serving.commands",
     "scanflow_core.improve.commands",
-    "scanflow_core.step_command",
     "scanflow_core.report.commands",
+    "scanflow_core.step_command",
 )
 
 EXIT_STEP_FAILED = 1

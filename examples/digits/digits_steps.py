@@ -84,11 +84,17 @@ def split(
     train: Path,
     eval: Path,  # named after its artifact: Scanflow passes outputs by name
     test: Path,
+    incoming: Path | None = None,
     seed: int = 0,
     eval_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    incoming_fraction: float = 0.0,
 ) -> dict[str, int]:
-    """Split ``digits`` into stratified, seeded ``train``, ``eval`` and ``test`` sets."""
+    """Split ``digits`` into stratified, seeded ``train``, ``eval`` and ``test`` sets.
+
+    With ``incoming_fraction`` above 0, that share of the rows is first set aside as ``incoming``:
+    digits no step trains on, which the production part of the workflow receives as new data.
+    """
     from sklearn.model_selection import train_test_split
 
     if eval_fraction <= 0 or test_fraction <= 0 or eval_fraction + test_fraction >= 1:
@@ -96,8 +102,21 @@ def split(
             f"eval_fraction ({eval_fraction}) and test_fraction ({test_fraction}) must be positive "
             "and sum to less than 1"
         )
-    log_params({"seed": seed, "eval_fraction": eval_fraction, "test_fraction": test_fraction})
+    if not 0 <= incoming_fraction < 1 or (incoming_fraction > 0) != (incoming is not None):
+        raise ValueError(
+            f"incoming_fraction ({incoming_fraction}) must lie in [0, 1), and above 0 exactly when the "
+            "step has an 'incoming' output"
+        )
+    params = {"seed": seed, "eval_fraction": eval_fraction, "test_fraction": test_fraction}
+    log_params(params | ({"incoming_fraction": incoming_fraction} if incoming is not None else {}))
     x, y = _load(digits)
+    sizes: dict[str, int] = {}
+    if incoming is not None:
+        x, x_new, y, y_new = train_test_split(
+            x, y, test_size=incoming_fraction, stratify=y, random_state=seed
+        )
+        _save(incoming, x_new, y_new)
+        sizes["incoming_size"] = len(y_new)
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed
     )
@@ -107,7 +126,7 @@ def split(
     _save(train, x_train, y_train)
     _save(eval, x_eval, y_eval)
     _save(test, x_test, y_test)
-    return {"train_size": len(y_train), "eval_size": len(y_eval), "test_size": len(y_test)}
+    return {"train_size": len(y_train), "eval_size": len(y_eval), "test_size": len(y_test), **sizes}
 
 
 def train(

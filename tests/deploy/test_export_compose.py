@@ -14,6 +14,10 @@ from scanflow_core.deploy.commands import export
 from scanflow_core.deploy.common import memory_bytes
 from scanflow_core.plugins import get_plugin_manager, hookimpl
 from scanflow_core.records import SidecarSpec
+from scanflow_core.spec import load_workflow
+
+#: One service / Job per step of the digits example, in plan order.
+DIGITS_STEPS = list(load_workflow(Path(__file__).parents[2] / "examples/digits/scanflow.yaml").plan.steps)
 
 
 def _compose_config(directory: Path, require_tool: Any) -> dict[str, Any]:
@@ -47,16 +51,8 @@ def test_the_digits_example_exports_to_a_file_compose_accepts(
     path, notes = export("compose", digits_spec, tmp_path / "out")
     config = _compose_config(path.parent, require_tool)
     services = config["services"]
-    assert list(_load(path)["services"]) == [
-        "tracker",
-        "ingest",
-        "validate",
-        "split",
-        "train",
-        "evaluate",
-        "test",
-    ]
-    assert set(services) == {"tracker", "ingest", "validate", "split", "train", "evaluate", "test"}
+    assert list(_load(path)["services"]) == ["tracker", *DIGITS_STEPS]
+    assert set(services) == {"tracker", *DIGITS_STEPS}
     evaluate = services["evaluate"]
     assert evaluate["depends_on"] == {
         "tracker": {"condition": "service_healthy"},

@@ -15,6 +15,10 @@ from scanflow_core.deploy.commands import export
 from scanflow_core.deploy.kubernetes import KUBERNETES_VERSION
 from scanflow_core.plugins import get_plugin_manager, hookimpl
 from scanflow_core.records import SidecarSpec
+from scanflow_core.spec import load_workflow
+
+#: One service / Job per step of the digits example, in plan order.
+DIGITS_STEPS = list(load_workflow(Path(__file__).parents[2] / "examples/digits/scanflow.yaml").plan.steps)
 
 
 def _validated(path: Path) -> list[dict[str, Any]]:
@@ -56,10 +60,17 @@ def test_the_digits_example_is_valid_kubernetes(digits_spec: Path, tmp_path: Pat
     }
     assert all(d["metadata"].get("namespace") == "ml" for d in docs if d["kind"] != "Namespace")
     jobs = _by(docs, "Job")
-    assert list(jobs) == [f"digits-{s}" for s in ("ingest", "validate", "split", "train", "evaluate", "test")]
+    # Every step is a Job but the serving stage's, which is a Deployment with a Service.
+    assert list(jobs) == [f"digits-{s}" for s in DIGITS_STEPS if s != "serve"]
+    assert "digits-serve" in _by(docs, "Deployment") and "digits-serve" in _by(docs, "Service")
     # The spec and the step module travel in a ConfigMap mounted at /scanflow/work.
     config = _by(docs, "ConfigMap")["digits-spec"]
-    assert set(config["data"]) == {"scanflow.yaml", "digits_steps.py"}
+    assert set(config["data"]) == {
+        "scanflow.yaml",
+        "digits_steps.py",
+        "digits_production.py",
+        "digits_improve.py",
+    }
     # A Job waits for its upstream steps' markers in an init container, then runs the call.
     evaluate = jobs["digits-evaluate"]["spec"]
     pod = evaluate["template"]["spec"]

@@ -598,10 +598,16 @@ def test_objectives_given_as_strings() -> None:
     assert [o.label for o in objectives] == ["train.accuracy >= 0.9", "fast"]
 
 
+DIGITS_STEPS = [
+    *("ingest", "validate", "split", "train", "evaluate", "test"),
+    *("package", "serve", "traffic", "monitor", "drift", "label", "retrain", "promote"),
+]
+
+
 def test_the_digits_example_loads() -> None:
     workflow = load_workflow(EXAMPLE)
     assert workflow.name == "digits"
-    assert list(workflow.plan.steps) == ["ingest", "validate", "split", "train", "evaluate", "test"]
+    assert list(workflow.plan.steps) == DIGITS_STEPS
     assert workflow.step("train").timeout == 600.0
 
 
