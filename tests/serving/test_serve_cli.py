@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, DigitsStore, Http
+from serving_support import WARNINGS, DigitsStore, Http
 
 from scanflow_core.cli import main
 from scanflow_core.serving.logs import parse_line

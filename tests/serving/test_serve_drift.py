@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, DigitsStore, Http, drift_server
 from prometheus_client.parser import text_string_to_metric_families
+from serving_support import WARNINGS, DigitsStore, Http, drift_server
 
 from scanflow_core.serving.app import ServingConfig
 from scanflow_core.serving.server import DriftSettings, build_app

@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, DigitsStore, Http
 from prometheus_client.parser import text_string_to_metric_families
+from serving_support import WARNINGS, DigitsStore, Http
 
 pytestmark = [pytest.mark.slow, *WARNINGS]
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import WARNINGS, DigitsStore, Http
+from serving_support import WARNINGS, DigitsStore, Http
 
 pytestmark = [pytest.mark.slow, *WARNINGS]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, DigitsStore, Http
+from serving_support import WARNINGS, DigitsStore, Http
 
 from scanflow_core.serving.app import ServingConfig
 from scanflow_core.serving.logs import format_line, parse_line

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, Http
 from prometheus_client.parser import text_string_to_metric_families
+from serving_support import WARNINGS, Http
 
 from scanflow_core.serving.app import ServingConfig
 from scanflow_core.serving.server import ModelServer, build_app

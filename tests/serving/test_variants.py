@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import WARNINGS, DigitsStore, Http
+from serving_support import WARNINGS, DigitsStore, Http
 
 from scanflow_core.cli import main
 from scanflow_core.errors import SpecError
