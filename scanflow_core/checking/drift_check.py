@@ -77,9 +77,12 @@ def _check(step_run: Any, check: Any, target: str, path: Path) -> CheckResult:
     else:
         reference_path = resolve_artifact(step_run, reference_name)
         reference = load_frame(reference_path)
-        if label is None and "label" in reference.columns and "label" in batch.columns:
-            label = "label"
-        columns = features or [c for c in reference.columns if c != label]
+        # The reference's label column is never a feature, even when the new data comes unlabelled (as
+        # it does in production); the class-balance test runs only when both tables have it.
+        known = label or ("label" if "label" in reference.columns else None)
+        if label is None and known is not None and known in batch.columns:
+            label = known
+        columns = features or [c for c in reference.columns if c != known]
         _require(reference, [*columns, *([label] if label else [])], f"the reference {reference_name!r}")
         detector, fitted, folder = _detector(step_run, reference_path, reference, columns, label, seed)
         details.update({"reference": str(reference_path), "detector": str(folder), "fitted": fitted})

@@ -176,3 +176,21 @@ def test_a_saved_detector_is_reused_instead_of_fitting(write_spec: Any, home: Pa
     assert result["details"]["alpha"] == 0.01
     assert "p_class_balance" not in result["metrics"]  # the saved detector knows no classes
     assert not (run.directory / "checks" / "drift").exists()
+
+
+def test_unlabelled_new_data_is_checked_against_a_labelled_reference(write_spec: Any, home: Path) -> None:
+    # Production data comes without labels: the reference's label column is no feature, and the
+    # class-balance test is left out instead of the check failing on a missing column.
+    code = CODE.replace(
+        "_save(again, shifted, y[rows])",
+        'with again.open("wb") as file:\n        np.savez(file, X=shifted)',
+    )
+    checks = "[{use: drift, on: again, reference: train, policy: warn, plot: false}]"
+    spec = write_spec(SPEC.replace("CHECKS", checks), code=code)
+    run = run_workflow(load_workflow(spec), pm=get_plugin_manager(autoload=False))
+
+    assert run.status == "succeeded"
+    (result,) = _checks(run)
+    assert result["passed"] is True, result["summary"]
+    assert len(result["details"]["features"]) == 64  # the 64 pixels, not the label
+    assert result["details"].get("class_balance") is None
