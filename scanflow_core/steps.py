@@ -111,12 +111,12 @@ def _prepare(step_run: StepRun) -> None:
         if not path.exists():
             artifact = step_run.step.inputs[local]
             producer = step_run.run.plan.artifacts[artifact].producer
-            made_by = f"step {producer!r} of run {step_run.run.run_id}" if producer else "the workflow input"
-            raise StepFailed(
-                step_run.name,
-                step_run.run.run_id,
-                f"input {local!r} is missing: {made_by} should write {path}",
-            )
+            if producer:
+                reason = f"input {local!r} is missing: step {producer!r} of run {step_run.run.run_id} "
+                reason += f"should write {path}"
+            else:  # a workflow input, or the file a decorated task's argument named
+                reason = f"input {local!r} is missing: there is no file {path}"
+            raise StepFailed(step_run.name, step_run.run.run_id, reason)
         step_run.input_records.append(
             _artifact(
                 local, path, step_run.run.plan.artifacts[step_run.step.inputs[local]].spec.kind, "input"

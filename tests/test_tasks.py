@@ -342,3 +342,10 @@ def test_a_bundle_of_a_task_run_carries_each_steps_spec_and_verifies(
     assert verification.ok, verification.table()
     (tmp_path / "moved/r1/steps/train/spec.yaml").write_text("name: other\n")
     assert not verify_attestation(tmp_path / "moved" / "r1").ok
+
+
+def test_a_missing_input_file_is_named(home: Path, pm: PluginManager, tmp_path: Path) -> None:
+    step = TaskStep(train, outputs=["model"])
+    gone = tmp_path / "gone.txt"
+    with pytest.raises(StepFailed, match=r"input 'table' is missing: there is no file .*gone\.txt"):
+        step.run("r1", "demo", {"table": gone}, home=home, pm=pm)
