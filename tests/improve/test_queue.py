@@ -164,12 +164,14 @@ LABELLER = textwrap.dedent(
 
     path, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     queue = LabelQueue(path)
+    Path(f"{go}.{name}").touch()  # ready: imported and connected
     while not go.exists():
         time.sleep(0.01)
     done = 0
     while (sample := queue.next(name)) is not None:
         queue.submit(sample.id, sample.metadata["truth"], labeller=name)  # raises if already labelled
         done += 1
+        time.sleep(0.005)  # a person takes a while per sample: neither labeller can take the whole queue
     print(done)
     """
 )
@@ -198,7 +200,11 @@ def test_two_processes_label_one_queue_without_ever_taking_the_same_sample(tmp_p
         )
         for name in ("left", "right")
     ]
-    time.sleep(1.0)
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"go.{name}").exists() for name in ("left", "right")):
+        assert time.monotonic() < deadline, "the labellers did not start"
+        assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
+        time.sleep(0.05)
     go.touch()
     results = [w.communicate(timeout=240) for w in workers]
 
