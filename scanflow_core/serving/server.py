@@ -132,6 +132,9 @@ def _uvicorn_config(app: ServingApp, host: str, port: int) -> Any:
         loop="uvloop" if fast_loop else "asyncio",
         lifespan="on",
         access_log=False,
+        # Leave the process's logging as it is: uvicorn's default log_config calls logging.config.dictConfig,
+        # which replaces the host's handlers (and deadlocks Prefect when a step serves inside a flow run).
+        log_config=None,
         log_level="warning",
         timeout_keep_alive=30,
         backlog=2048,
