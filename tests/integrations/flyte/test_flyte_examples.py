@@ -48,6 +48,7 @@ def test_the_decorated_digits_tasks_run_in_process(home: Path, monkeypatch: pyte
     from scanflow_core.attestation.verify import verify_run
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.delitem(sys.modules, "digits_tasks", raising=False)  # examples/prefect has one of that name
     example = importlib.import_module("digits_tasks")
 
     accuracy = example.digits_tasks(seed=0, epochs=5)

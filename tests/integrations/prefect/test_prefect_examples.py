@@ -53,6 +53,7 @@ def example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     def load(name: str) -> Any:
         loaded.append(name)
+        sys.modules.pop(name, None)  # examples/flyte has a module of the same name
         return importlib.import_module(name)
 
     yield load
