@@ -17,13 +17,7 @@ from hypothesis import strategies as st
 from scanflow_core.errors import Problem, SpecError
 from scanflow_core.spec import STAGES, Workflow, load_workflow, load_workflow_text
 
-pytestmark = [
-    pytest.mark.slow,
-    # Hypothesis flags any use of the global `random` module while it draws an example. Our strategies do
-    # not use it; in a full run, background threads that earlier tests leave in this process (Prefect's
-    # test harness and clients, with their jittered retries) do, and that is not this module's concern.
-    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
-]
+pytestmark = pytest.mark.slow
 
 FUZZ = settings(
     deadline=None,
