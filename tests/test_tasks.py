@@ -349,3 +349,73 @@ def test_a_missing_input_file_is_named(home: Path, pm: PluginManager, tmp_path: 
     gone = tmp_path / "gone.txt"
     with pytest.raises(StepFailed, match=r"input 'table' is missing: there is no file .*gone\.txt"):
         step.run("r1", "demo", {"table": gone}, home=home, pm=pm)
+
+
+def _loaded(result: TaskResult) -> Any:
+    from scanflow_core.spec import load_workflow
+
+    assert result.step_run is not None
+    return result.step_run.run.workflow, load_workflow(result.step_run.directory / "spec.yaml")
+
+
+def _plan(workflow: Any) -> list[Any]:
+    steps = [
+        (s.name, s.spec.model_dump(), str(s.directory), s.index, s.needs, dict(s.inputs), dict(s.params))
+        for s in workflow.plan
+    ]
+    artifacts = [(a.name, a.spec, a.producer, a.output, a.path) for a in workflow.plan.artifacts.values()]
+    return [steps, artifacts]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "checks"),
+    [
+        ({"lr": 0.25, "epochs": 3}, []),
+        (
+            {"lr": 0.1, "epochs": [1, {"deep": None}]},
+            [{"use": "nonempty", "on": ["table"], "policy": "warn"}],
+        ),
+        ({}, [{"use": "nonempty", "on": ["model"], "name": "model_bytes", "timeout": "5s"}]),
+    ],
+)
+def test_a_calls_workflow_is_what_loading_its_spec_file_gives(
+    home: Path, checked_pm: PluginManager, arguments: dict[str, Any], checks: list[dict[str, Any]]
+) -> None:
+    """Calls assemble their one-step workflow from the validated template: it must equal, field for
+    field and in its plan, what the loader makes of the ``spec.yaml`` the call wrote."""
+    made = TaskStep(make, stage="data_ingestion", outputs=["table"]).run(
+        "r1", "demo", {"rows": 4}, home=home, pm=checked_pm
+    )
+
+    def fit(table: Path, model: Path, lr: float = 0.5, epochs: Any = 2) -> dict[str, float]:
+        model.write_text(table.read_text())
+        return {"lr": lr}
+
+    step = TaskStep(
+        fit, outputs={"model": {"kind": "model", "path": "model.json"}}, checks=checks, timeout=30
+    )
+    trained = step.run(
+        "r1",
+        "demo",
+        {"table": made.outputs["table"], **arguments},
+        home=home,
+        pm=checked_pm,
+        step_name="fit_2",
+    )
+    for result in (made, trained):
+        assembled, loaded = _loaded(result)
+        assert assembled.model_dump() == loaded.model_dump()
+        assert (assembled.file, assembled.digest) == (loaded.file, loaded.digest)
+        assert _plan(assembled) == _plan(loaded)
+    assert trained.step_run is not None
+    assert trained.step_run.step.params == arguments  # only what the call gave: defaults stay in the function
+
+
+def test_a_param_the_spec_language_cannot_name_goes_through_the_loader_and_is_named(
+    home: Path, pm: PluginManager
+) -> None:
+    def fit(**options: Any) -> dict[str, float]:
+        return {}
+
+    with pytest.raises(SpecError, match=r"params.*caf"):
+        TaskStep(fit).run("r1", "demo", {"café": 1}, home=home, pm=pm)
