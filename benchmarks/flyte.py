@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from record_floor import step_floor
+
 os.environ["SCANFLOW_TRACKER"] = "off"
 os.environ.setdefault("FLYTE_SDK_RICH_TRACEBACKS", "0")
 
@@ -78,35 +80,6 @@ def _measure(calls: int, attestation: bool) -> tuple[float, float]:
     return statistics.median(direct), statistics.median(through)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _floor(directory: Path, calls: int) -> tuple[float, float]:
-    """The least a step that is recorded before it returns can cost here, whatever the code around it:
-    its record written atomically (a temporary file, then a rename) into a folder of its own; and that
-    plus one Ed25519 signature of a statement, written the same way. Medians, in seconds."""
-    import json
-
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    record = json.dumps({"status": "succeeded", "params": {"x": 1}, "pad": "." * 900}).encode()
-    bare, signed = [], []
-    for i in range(calls):
-        folder = directory / f"floor_{i}"
-        started = time.perf_counter()
-        folder.mkdir()
-        _write(folder / "step.json", record)
-        bare.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        _write(folder / "statement.json", key.sign(record))
-        signed.append(time.perf_counter() - started + bare[-1])
-    return statistics.median(bare), statistics.median(signed)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,7 +107,7 @@ def main() -> None:
                 f"  {label:<30} @task {plain * 1000:7.3f} ms   @scanflow_task {scanflow * 1000:7.3f} ms"
                 f"   ratio {ratio:5.2f}x ({verdict} the 1.1x target; Scanflow's own {own:.3f} ms)"
             )
-        bare, signed = _floor(Path(tmp), args.calls)
+        bare, signed = step_floor(Path(tmp), args.calls)
         print("  the floor of any step recorded before it returns (no Scanflow code: files and a signature)")
         for label, floor, plain in (
             ("a record and a signed statement", signed, plains[True]),

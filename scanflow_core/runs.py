@@ -340,13 +340,20 @@ class StepRun:
                 "warned": sum(not r.passed and r.policy == "warn" for r in self.checks),
             },
             "stage_metadata": self.stage_report.to_dict() if self.stage_report else None,
-            "attestations": [
-                str(p.relative_to(rel)) if p.is_relative_to(rel) else str(p) for p in self.attestations
-            ],
+            "attestations": [_relative(p, rel) for p in self.attestations],
         }
 
 
+def _relative(path: str | Path, base: Path) -> str:
+    """``path`` relative to ``base`` when it lies under it (both absolute and normalised), else as it is."""
+    text, prefix = str(path), str(base).rstrip(os.sep) + os.sep
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
 def _artifact_entry(record: ArtifactRecord, base: Path) -> dict[str, Any]:
-    path = Path(record.path)
-    shown = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-    return {"path": shown, "digest": record.digest, "size": record.size, "kind": record.kind}
+    return {
+        "path": _relative(record.path, base),
+        "digest": record.digest,
+        "size": record.size,
+        "kind": record.kind,
+    }

@@ -335,13 +335,18 @@ def _finish(step_run: StepRun) -> None:
     )
     reports = [step_run.directory / "checks.json", step_run.directory / "step.json", step_run.log_path]
     batch.artifacts.extend(step_run.output_records)
-    batch.artifacts.extend(_report(p, "report") for p in reports if p.exists())
-    batch.artifacts.extend(_report(p, "attestation") for p in step_run.attestations)
+    batch.artifacts.extend(r for r in (_report(p, "report") for p in reports) if r is not None)
+    batch.artifacts.extend(r for r in (_report(p, "attestation") for p in step_run.attestations) if r)
     batch.checks.extend(step_run.checks)
     step_run.recorder.close()
     run.pm.hook.scanflow_track(run=run, step_run=step_run, batch=batch)
 
 
-def _report(path: Path, role: Any) -> ArtifactRecord:
-    """A report or attestation file to log (not digested: it is the record, not a subject)."""
-    return ArtifactRecord(path.name, str(path), "", path.stat().st_size, "report", role)
+def _report(path: Path, role: Any) -> ArtifactRecord | None:
+    """A report or attestation file to log (not digested: it is the record, not a subject); ``None``
+    if the step did not write it."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    return ArtifactRecord(path.name, str(path), "", size, "report", role)

@@ -40,10 +40,20 @@ def attestation_path(step_run: StepRun) -> Path:
     return step_run.run.attestation_dir / f"{step_run.name}.intoto.jsonl"
 
 
+#: Key resolvers of the runs this process signed for, by run directory and key source: a run made of
+#: decorated tasks has a ``WorkflowRun`` per call, and its steps sign with one key like any run's.
+_run_keys: dict[tuple[Path, str | None, str | None], Callable[[], SigningKey]] = {}
+_RUN_KEYS_KEPT = 1000
+
+
 def _key_for(step_run: StepRun) -> Callable[[], SigningKey]:
     """The run's key, resolved on first use and then kept for the run's other steps."""
     run = step_run.run
     resolver: Callable[[], SigningKey] | None = run.state.get("attestation.key")
+    if resolver is None:
+        spec_key = run.workflow.attestation.key  # a path relative to the spec's folder, if given
+        where = (run.directory, spec_key, str(Path(run.workflow.file).parent) if spec_key else None)
+        resolver = _run_keys.get(where)
     if resolver is None:
 
         @cache
@@ -54,7 +64,10 @@ def _key_for(step_run: StepRun) -> Callable[[], SigningKey]:
                 spec_file=run.workflow.file, spec_key=run.workflow.attestation.key, home=run.home
             )
 
-        resolver = run.state.setdefault("attestation.key", resolve)
+        if len(_run_keys) >= _RUN_KEYS_KEPT:  # a long-lived worker: older runs resolve again if needed
+            _run_keys.clear()
+        resolver = _run_keys.setdefault(where, resolve)
+    run.state["attestation.key"] = resolver
     return resolver
 
 
@@ -76,9 +89,13 @@ def attest_step(step_run: StepRun, *, finished_at: float | None = None) -> Path:
     finally:
         _current_key.reset(token)
     path = attestation_path(step_run)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
+    data = "".join(lines).encode("utf-8")
+    try:
+        tmp.write_bytes(data)
+    except FileNotFoundError:  # the run's first attestation
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
 

@@ -187,8 +187,10 @@ def claim_step_name(run_directory: Path, base: str, task_run_id: str) -> str:
                 return name
             n += 1
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(task_run_id + "\n")
+        try:
+            os.write(fd, (task_run_id + "\n").encode())
+        finally:
+            os.close(fd)
         with _claims_lock:
             if len(_claimed) > _MAX_CLAIMS:  # a long-lived process (a served flow): the files still hold them
                 _claimed.clear()

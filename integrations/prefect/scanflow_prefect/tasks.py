@@ -200,7 +200,8 @@ def _run(step: TaskStep, arguments: dict[str, Any], home: str | None) -> TaskOut
         run_id, workflow = flow_run_scanflow_id(task_run), step.name
     for key, value in list(arguments.items()):
         arguments[key] = _one_output(step, key, value)
-    step_name = claim_step_name(scanflow_home(home) / "runs" / run_id, step.name, str(task_run.id))
+    run_dir = scanflow_home(home) / "runs" / run_id
+    step_name = claim_step_name(run_dir, step.name, str(task_run.id))
     pm = plugin_manager()
     try:
         result = step.run(
@@ -215,7 +216,6 @@ def _run(step: TaskStep, arguments: dict[str, Any], home: str | None) -> TaskOut
         )
     except StepFailed as exc:
         report = list(exc.report) if isinstance(exc, CheckFailed) else []
-        run_dir = scanflow_home(home) / "runs" / run_id
         publish_checks(run_id, workflow, step_name, run_dir, report)
         raise ScanflowStepFailed(
             exc.step, exc.run_id, exc.reason, exc.logs, report, isinstance(exc, CheckFailed)
@@ -223,7 +223,7 @@ def _run(step: TaskStep, arguments: dict[str, Any], home: str | None) -> TaskOut
     finally:
         if flow_run is None:
             finish_task_run(run_id, workflow, home=home, pm=pm, orchestrator="prefect")
-    publish_checks(run_id, workflow, step_name, scanflow_home(home) / "runs" / run_id, result.checks)
+    publish_checks(run_id, workflow, step_name, run_dir, result.checks)
     return TaskOutputs(result.outputs, run_id=result.run_id, step=result.step, metrics=result.metrics)
 
 
