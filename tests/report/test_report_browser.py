@@ -6,9 +6,6 @@ In CI (``CI=true``) a missing browser or driver fails the test; elsewhere it is 
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +13,6 @@ import pytest
 
 from scanflow_core.report import write_report
 from scanflow_core.runs import WorkflowRun
-
-ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(reason: str) -> None:
-    """Fail in CI (a real-browser test must never be skipped there), skip elsewhere."""
-    if IN_CI:
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> tuple[str, str]:
-    """The chromium and chromedriver binaries (installed with apt-get when missing, as root)."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "chromium.sh")], capture_output=True, text=True, timeout=1200
-    )
-    lines = done.stdout.split()
-    if done.returncode != 0 or len(lines) != 2:
-        unavailable(f"scripts/chromium.sh failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return lines[0], lines[1]
-
-
-@pytest.fixture
-def browser(chromium: tuple[str, str], tmp_path: Path) -> Iterator[Any]:
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as exc:
-        unavailable(f"selenium is not installed ({exc}): pip install selenium")
-    binary, driver = chromium
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    service = Service(executable_path=driver, log_output=str(tmp_path / "chromedriver.log"))
-    session = webdriver.Chrome(service=service, options=options)  # selenium-manager not involved
-    try:
-        yield session
-    finally:
-        session.quit()
 
 
 def shown(browser: Any, css: str) -> list[str]:
