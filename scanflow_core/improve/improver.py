@@ -224,7 +224,9 @@ class Improver:
             )
         judged = [_judge(expr, label, blocking, metrics) for expr, label, blocking in self.objectives]
         client = _client(self.uri)
-        with _mlflow_at(self.uri):
+        # Read the champion, judge, register and move the aliases as one: a promotion at the same
+        # moment (another process of this home) waits, then compares with what this one promoted.
+        with _promotion_lock(self.home, self.name), _mlflow_at(self.uri):
             champion = _alias(client, self.name, CHAMPION)
             champion_value, note = self._champion_value(champion)
             promoted, reason = self._decide(metrics[self.metric], champion_value, judged, note)
@@ -242,10 +244,9 @@ class Improver:
                     f"{TAG}metric_value": repr(metrics[self.metric]),
                 }
                 mlflow.set_tags(tags)
-                version = mlflow.register_model(model_uri, self.name, tags=tags).version
-        version = str(version)
-        if promoted:
-            _promote(client, self.name, version, champion)
+                version = str(mlflow.register_model(model_uri, self.name, tags=tags).version)
+            if promoted:
+                _promote(client, self.name, version, champion)
         return Decision(
             promoted=promoted,
             name=self.name,
@@ -336,6 +337,11 @@ def rollback(name: str, *, uri: str | None = None, home: str | Path | None = Non
         ImproveError: the model has no champion or no previous version.
     """
     client = _client(tracking_uri(uri, home))
+    with _promotion_lock(_home(home), name):
+        return _rollback(client, name)
+
+
+def _rollback(client: Any, name: str) -> str:
     champion = _alias(client, name, CHAMPION)
     previous = _alias(client, name, PREVIOUS)
     if champion is None:
@@ -353,6 +359,26 @@ def rollback(name: str, *, uri: str | None = None, home: str | Path | None = Non
     else:
         client.delete_registered_model_alias(name, PREVIOUS)
     return str(previous.version)
+
+
+@contextmanager
+def _promotion_lock(home: Path, name: str) -> Iterator[None]:
+    """One promotion or rollback of model ``name`` at a time among the processes sharing ``home`` (an
+    exclusive ``flock`` on ``<home>/locks/model-<name>.lock``). MLflow's registry has no compare-and-set
+    for aliases, so processes on other machines promoting the same model need a home in common."""
+    import fcntl
+    import hashlib
+    import re
+
+    folder = home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    with open(folder / f"model-{safe}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _promote(client: Any, name: str, version: str, champion: Any) -> None:

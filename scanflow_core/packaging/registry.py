@@ -84,7 +84,7 @@ def register_model(
 
         client = MlflowClient(tracking_uri=tracker.target.uri, registry_uri=tracker.target.uri)
         # The step's child run (found or made by the tracker, the same one its metrics go to).
-        mlflow_run = tracker._run_for(ctx.name, ctx.stage)
+        mlflow_run = tracker.mlflow_run_id(ctx.name, ctx.stage)
         client.log_artifacts(mlflow_run, str(folder), "model")
         source = f"{client.get_run(mlflow_run).info.artifact_uri}/model"
         if _registered(client, model_name) is None:

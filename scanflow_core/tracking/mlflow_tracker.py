@@ -382,6 +382,11 @@ class Tracker:
         self._experiment_id = str(experiment.experiment_id)
         return self._experiment_id
 
+    def mlflow_run_id(self, step: str | None = None, stage: str = "") -> str:
+        """The MLflow run id of the run's parent run (``step=None``) or of a step's child run, found
+        or created: where a plugin logs what belongs with the step (a registered model's files)."""
+        return self._run_for(step, stage)
+
     def _run_for(self, step: str | None, stage: str) -> str:
         """The MLflow run id of the parent (``step=None``) or of the step's child: found or created."""
         with self._lock:

@@ -306,3 +306,55 @@ def test_rollback_without_a_champion_is_named(mlflow_uri, capsys):
         rollback("ghost")
     assert main(["model", "rollback", "ghost"]) == 2
     assert "no 'champion' version" in capsys.readouterr().err
+
+
+def test_two_promotions_at_once_are_taken_one_after_the_other(data, mlflow_uri):
+    """Two candidates judged at the same moment, both better than the champion: the second to take the
+    lock compares with what the first promoted, so the best becomes champion and the aliases chain."""
+    import threading
+    import time
+
+    x, y, xe, ye = data
+    evaluate = scorer(xe, ye)
+
+    def slow_evaluate(model):  # holds each judgement open long enough for the other to start
+        time.sleep(1.0)
+        return evaluate(model)
+
+    # Champion, weak and strong: the same model trained on 30, 150 and 1,200 rows.
+    first_champion = Improver(
+        name="raced", train=logistic(300), evaluate=evaluate, metric="evaluate.accuracy"
+    )
+    first = first_champion.improve(x[:30], y[:30]).version
+    decisions, errors = {}, []
+    models = {"weak": logistic(300)(x[:150], y[:150]), "strong": logistic(300)(x, y)}
+    start = threading.Barrier(2)
+
+    def consider(label: str) -> None:
+        improver = Improver(
+            name="raced", train=logistic(300), evaluate=slow_evaluate, metric="evaluate.accuracy"
+        )
+        start.wait()
+        try:
+            decisions[label] = improver.consider(models[label])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consider, args=(label,)) for label in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert not errors
+    weak, strong = decisions["weak"], decisions["strong"]
+    assert weak.candidate < strong.candidate
+    assert strong.promoted and alias(mlflow_uri, "raced", "champion") == strong.version
+    registry = client(mlflow_uri)
+    replaced = {v: registry.get_model_version("raced", v).tags.get("scanflow.replaced") for v in ("2", "3")}
+    if weak.promoted:  # weak went first: strong then beat weak, not the first champion
+        assert replaced[strong.version] == weak.version and replaced[weak.version] == first
+        assert alias(mlflow_uri, "raced", "previous") == weak.version
+    else:  # strong went first: weak was judged against strong
+        assert weak.champion == strong.candidate and replaced[strong.version] == first
+        assert alias(mlflow_uri, "raced", "previous") == first
