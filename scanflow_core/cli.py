@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scanflow_core.attestation.commands",
     "scanflow_core.checking.commands",
     "scanflow_core.deploy.commands",
+    "scanflow_core.deploy.image_commands",
     "scanflow_core.serving.commands",
     "scanflow_core.improve.commands",
     "scanflow_core.report.commands",

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scanflow_core import __version__
 from scanflow_core.deploy.common import WORK_MOUNT, Deployment, Sidecar, StepContainer, dns_name
 from scanflow_core.deploy.kubernetes import (
     DEFAULT_STORAGE,
@@ -76,8 +77,8 @@ __all__ = [
 #: The claim every step pod shares, mounted here as ``$SCANFLOW_HOME``.
 HOME_MOUNT = "/scanflow/home"
 POD_IMAGE_ENV = "SCANFLOW_POD_IMAGE"
-#: The image of a step that names none: Python with ``scanflow`` installed (build it from the project).
-DEFAULT_POD_IMAGE = "scanflow/scanflow:0.1.0"
+#: The image of a step that names none: Python with ``scanflow`` installed (``scanflow image build``).
+DEFAULT_POD_IMAGE = f"scanflow/scanflow:{__version__}"
 HOME_VOLUME = "scanflow-home"
 WORK_VOLUME = "scanflow-work"
 TRACKER_SUBPATH = "tracker"

@@ -22,8 +22,9 @@ import os
 import re
 import tarfile
 import threading
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scanflow_core.errors import StepFailed
 from scanflow_core.runs import StepRun
@@ -32,10 +33,12 @@ __all__ = [
     "BASE_IMAGE_ENV",
     "DEFAULT_BASE_IMAGE",
     "IMAGE_LABEL",
+    "BuildLog",
     "base_image",
     "build_image",
     "ensure_image",
     "image_tag",
+    "run_build",
 ]
 
 BASE_IMAGE_ENV = "SCANFLOW_BASE_IMAGE"
@@ -149,9 +152,69 @@ def _requirements_dockerfile(with_ca: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+class BuildLog(Protocol):
+    """Where :func:`run_build` writes the build's output (a text file, ``sys.stderr``, ...)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 def _run_build(
     client: Any, step_run: StepRun, tag: str, digest: str, dockerfile: str, files: dict[str, bytes], base: str
 ) -> None:
+    with step_run.log_path.open("a", encoding="utf-8") as log:
+        error = run_build(
+            client,
+            files,
+            dockerfile,
+            tag,
+            buildargs={"BASE_IMAGE": base},
+            labels={IMAGE_LABEL: "1", "scanflow.digest": digest},
+            log=log,
+        )
+    if error is not None:
+        from scanflow_core.runtimes.local import log_tail
+
+        raise StepFailed(
+            step_run.name, step_run.run.run_id, f"building {tag} failed: {error}", log_tail(step_run)
+        )
+
+
+def run_build(
+    client: Any,
+    files: Mapping[str, bytes],
+    dockerfile: str,
+    tag: str,
+    *,
+    buildargs: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    log: BuildLog,
+    executables: Collection[str] = (),
+) -> str | None:
+    """Build ``tag`` on the engine from ``files`` (the whole context, streamed as a tar), on the host
+    network, writing the build's output to ``log`` as it comes.
+
+    Args:
+        client: a Docker SDK client (:func:`~scanflow_core.runtimes.docker_engine.engine_client`).
+        files: the build context: relative POSIX path → bytes (mode 0644, or 0755 for ``*.sh`` and the
+            names in ``executables``; owner root, mtime 0, so that an unchanged context hits the cache).
+        dockerfile: the name of the Dockerfile among ``files``.
+        tag: the image's tag.
+        buildargs: the build arguments (``ARG``).
+        labels: the image's labels.
+        log: where the build's output goes.
+        executables: files of the context that get mode 0755.
+
+    Returns:
+        None when the image was built, else the error text (the engine's, or the build's last error).
+
+    Examples:
+        >>> import sys
+        >>> files = {"Dockerfile": b"FROM python:3.11-slim\\nRUN pip --version\\n"}
+        >>> run_build(engine_client(), files, "Dockerfile", "me/pip:1", log=sys.stderr) is None
+        True
+    """
     import docker.errors
 
     buffer = io.BytesIO()
@@ -159,38 +222,32 @@ def _run_build(
         for name in sorted(files):
             info = tarfile.TarInfo(name)
             info.size = len(files[name])
-            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            info.mode = 0o755 if name.endswith(".sh") or name in executables else 0o644
             tar.addfile(info, io.BytesIO(files[name]))
     buffer.seek(0)
     error = None
     try:
-        with step_run.log_path.open("a", encoding="utf-8") as log:
-            for chunk in client.api.build(
-                fileobj=buffer,
-                custom_context=True,
-                dockerfile=dockerfile,
-                tag=tag,
-                buildargs={"BASE_IMAGE": base},
-                labels={IMAGE_LABEL: "1", "scanflow.digest": digest},
-                network_mode="host",
-                rm=True,
-                forcerm=True,
-                decode=True,
-            ):
-                if "stream" in chunk:
-                    log.write(chunk["stream"])
-                    log.flush()
-                elif "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                    log.write(error + "\n")
+        for chunk in client.api.build(
+            fileobj=buffer,
+            custom_context=True,
+            dockerfile=dockerfile,
+            tag=tag,
+            buildargs=dict(buildargs or {}),
+            labels=dict(labels or {}),
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
+            if "stream" in chunk:
+                log.write(chunk["stream"])
+                log.flush()
+            elif "error" in chunk:
+                error = str(chunk["error"]).strip()
+                log.write(error + "\n")
     except docker.errors.DockerException as exc:
         error = _short(exc)
-    if error is not None:
-        from scanflow_core.runtimes.local import log_tail
-
-        raise StepFailed(
-            step_run.name, step_run.run.run_id, f"building {tag} failed: {error}", log_tail(step_run)
-        )
+    return error
 
 
 def _context_files(step_run: StepRun, context: Path) -> dict[str, bytes]:

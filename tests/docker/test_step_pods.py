@@ -4,16 +4,18 @@ sidecars start first and must pass their startup probe, then the main container 
 ``command``, ``env`` and ``workingDir`` with the pod's volumes as bind mounts (the claim a folder, the
 ConfigMap its files). Kubernetes cannot run here; this is the closest real run of the pods it would get.
 
-Stand-ins, each said where it is made: the tracker sidecar's image is the one the Docker runtime builds
-(``ghcr.io/mlflow/mlflow`` cannot be pulled here) and "``scanflow`` installed in the image" is the
-core and this environment's site-packages mounted read-only on ``PYTHONPATH``.
+The step pods run in the image ``scanflow image build --extra tracking`` builds (FROM the test base
+image; the step's own process tracks to the sidecar, so it needs mlflow), as the pods of a cluster run
+in ``scanflow/scanflow:<version>``. One stand-in, said where it is made: the tracker sidecar's image is
+the one the Docker runtime builds (``ghcr.io/mlflow/mlflow`` cannot be pulled here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sysconfig
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,8 @@ from scanflow_core.spec import load_workflow
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-SITE_PACKAGES = sysconfig.get_paths()["purelib"]
-LIB, SITE = "/opt/scanflow/lib", "/opt/scanflow/site-packages"
+#: The tag tests/docker/test_pod_image.py builds too (the second build of a session is all cache).
+POD_IMAGE = "scanflow-test/scanflow:tests"
 
 SPEC = """
 apiVersion: scanflow/v1
@@ -133,6 +134,20 @@ class PodRunner:
         self.started.clear()
 
 
+@pytest.fixture(scope="module")
+def pod_image(test_image: str) -> str:
+    """The step-pod image, as ``scanflow image build`` builds it."""
+    argv = ["--quiet", "--base", test_image, "--tag", POD_IMAGE, "--extra", "tracking"]
+    done = subprocess.run(
+        [sys.executable, "-m", "scanflow_core", "image", "build", *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    return POD_IMAGE
+
+
 @pytest.fixture
 def pods(engine: str, tmp_path: Path) -> Any:
     import docker
@@ -149,37 +164,25 @@ def pods(engine: str, tmp_path: Path) -> Any:
 
 
 def test_the_step_pods_of_a_run_run_its_steps_with_their_tracker(
-    engine: str, pods: PodRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: str, pod_image: str, pods: PodRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "spec"
     folder.mkdir()
     (folder / "pod_steps.py").write_text(STEPS)
     spec = folder / "scanflow.yaml"
-    spec.write_text(SPEC.replace("IMAGE", engine))
+    spec.write_text(SPEC.replace("IMAGE", pod_image))
     workflow = load_workflow(spec)
     scratch = WorkflowRun(workflow, run_id="image-build", home=tmp_path / "scratch")
     monkeypatch.setenv("SCANFLOW_TRACKER_IMAGE", sidecars.tracker_image(scratch))  # stand-in, see above
     for path, text in work_files(workflow).items():  # the ConfigMap, as the kubelet writes it out
         (tmp_path / "configmap" / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "configmap" / path).write_text(text)
-    scanflow_in_image = {  # stand-in for "scanflow is installed in the image", see above
-        # (this environment's editable plugins point at sources not mounted: no entry points)
-        "environment": {
-            "PYTHONPATH": f"{LIB}:{SITE}",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "SCANFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
-        },
-        "volumes": {
-            str(ROOT / "scanflow_core"): {"bind": f"{LIB}/scanflow_core", "mode": "ro"},
-            SITE_PACKAGES: {"bind": SITE, "mode": "ro"},
-        },
-    }
-
     for name in ("make", "shout"):
         pod = step_pod(
-            spec, name, run_id_template="pods-7", image=engine, params={"word": "hello"}, attempt=1
+            spec, name, run_id_template="pods-7", image=pod_image, params={"word": "hello"}, attempt=1
         )
-        code, logs = pods.run(pod, scanflow_in_image, engine)
+        assert pod["spec"]["containers"][0]["image"] == pod_image
+        code, logs = pods.run(pod, {}, engine)
         assert code == 0, logs
         assert f"step {name} of run pods-7: succeeded" in logs
         pods.remove()
