@@ -10,8 +10,9 @@ How one call becomes a step (:meth:`TaskStep.run`):
    so the step's ``call:`` names it without importing its module;
 2. a one-step spec for the call is written to ``<run>/steps/<step>/spec.yaml``: the workflow's
    ``inputs`` are the file arguments (absolute paths), the step's ``params`` the other arguments,
-   its ``outputs``, ``checks`` and ``timeout`` those of the task; it is loaded like any spec, so a
-   problem in it is a :class:`~scanflow_core.errors.SpecError` naming that file;
+   its ``outputs``, ``checks`` and ``timeout`` those of the task (:mod:`scanflow_core.task_spec`); its
+   workflow is what loading it gives, so a problem in it is a
+   :class:`~scanflow_core.errors.SpecError` naming that file;
 3. the run is opened (idempotent across processes): the call that makes it fires
    ``scanflow_workflow_start`` (the MLflow tracker opens the run's parent run);
 4. :func:`~scanflow_core.steps.run_step` runs the step; the function's outputs come back as
@@ -39,7 +40,6 @@ import inspect
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 from scanflow_core.artifacts import ArtifactRef, is_artifact
 from scanflow_core.errors import Problem, ScanflowError, SpecError, one_of
 from scanflow_core.spec.models import API_VERSION, NAME_PATTERN
+from scanflow_core.task_spec import OneStepSpec
 
 if TYPE_CHECKING:
     import pluggy
 
     from scanflow_core.records import CheckResult
     from scanflow_core.runs import StepRun, WorkflowRun
-    from scanflow_core.spec.models import Workflow
 
 __all__ = ["ArtifactRef", "TaskResult", "TaskStep", "finish_task_run", "valid_name"]
 
@@ -169,7 +169,7 @@ class TaskStep:
         from scanflow_core.callables import register_callable
 
         self.ref = register_callable(func)
-        self._template = self._validate_template()
+        self._spec = OneStepSpec(self.label, self.ref, self.step_spec, self._outputs, self._checks)
 
     def __repr__(self) -> str:
         return f"TaskStep({self.label}, name={self.name!r}, stage={self.stage!r}, outputs={self.outputs!r})"
@@ -195,15 +195,6 @@ class TaskStep:
             return Step.model_validate(raw)
         except ValidationError as exc:
             raise SpecError(self._where, _problems_from_pydantic(exc, raw)) from None
-
-    def _validate_template(self) -> Workflow:
-        """The one-step workflow every call starts from (validated once: a call only names it, and
-        gives its params and input files)."""
-        from scanflow_core.spec.models import Workflow
-
-        step = self.step_spec.model_dump(exclude_defaults=True, by_alias=True)
-        step.update(call=self.ref, description="decorated task " + self.label)
-        return Workflow.model_validate({"apiVersion": API_VERSION, "name": "task", "steps": [step]})
 
     @property
     def _accepts_any(self) -> bool:
@@ -300,10 +291,7 @@ class TaskStep:
         run_dir = scanflow_home(home) / "runs" / run_id
         directory = run_dir / "steps" / step
         os.makedirs(directory, exist_ok=True)
-        spec_path = directory / "spec.yaml"
-        data, text = self._spec(workflow, step, files, params)
-        _write_text(spec_path, text)
-        loaded = self._workflow(data, text, spec_path, files, params)
+        loaded = self._spec.write(directory / "spec.yaml", workflow, step, files, params)
         run = WorkflowRun(loaded, run_id=run_id, home=run_dir.parent.parent, pm=pm, orchestrator=orchestrator)
         _open(run, workflow)
         step_run = run_step(run, step, attempt=attempt)
@@ -369,110 +357,6 @@ class TaskStep:
                     )
         return files, values
 
-    def _spec(
-        self, workflow: str, step: str, files: Mapping[str, ArtifactRef], params: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], str]:
-        """The one-step spec of a call, as data and as the YAML text that parses to exactly that data
-        (every value is written as JSON, which YAML 1.2 reads back exactly)."""
-
-        def j(value: Any) -> str:
-            return json.dumps(value, allow_nan=False)
-
-        entry: dict[str, Any] = {
-            "name": step,
-            "stage": self.stage,
-            "description": "decorated task " + self.label,
-            "call": self.ref,
-            "params": dict(params),
-            "inputs": {n: n for n in files},
-            "outputs": self._outputs,
-            "checks": [_absolute_files(c, {*files, *self.outputs}) for c in self._checks],
-        }
-        if self.timeout is not None:
-            entry["timeout"] = self.timeout
-        data: dict[str, Any] = {"apiVersion": API_VERSION, "name": workflow}
-        lines = [
-            f"# One call of the decorated task {self.label}, written by Scanflow (scanflow_core.tasks).",
-            f"apiVersion: {API_VERSION}",
-            f"name: {workflow}",
-        ]
-        if files:
-            data["inputs"] = {n: {"path": ref.path, "kind": _kind(ref.kind)} for n, ref in files.items()}
-            lines.append("inputs:")
-            lines += [f"  {n}: {j(value)}" for n, value in data["inputs"].items()]
-        data["steps"] = [entry]
-        lines.append("steps:")
-        lines += [("  - " if i == 0 else "    ") + f"{k}: {j(v)}" for i, (k, v) in enumerate(entry.items())]
-        return data, "\n".join(lines) + "\n"
-
-    def _workflow(
-        self,
-        data: Mapping[str, Any],
-        text: str,
-        spec_path: Path,
-        files: Mapping[str, ArtifactRef],
-        params: Mapping[str, Any],
-    ) -> Workflow:
-        """The call's one-step workflow, exactly what loading ``spec_path`` gives.
-
-        Everything in it but the workflow's and the step's names (checked by :meth:`run`), the
-        params (JSON values, checked by :meth:`_split`) and the input files was validated when the
-        task was made, so it is assembled from the validated template (about 4x faster than
-        validating it again). A call that does not fit (a name the spec language does not allow, a
-        check whose relative file path was made absolute) goes through the loader like any spec, and
-        gets its errors.
-        """
-        import copy
-        import hashlib
-
-        from scanflow_core.spec.loader import load_workflow_data
-        from scanflow_core.spec.models import ArtifactSpec
-        from scanflow_core.spec.plan import build_plan
-
-        entry = data["steps"][0]
-        names = (*params, *files)
-        if entry["checks"] != self._checks or not all(_NAME.match(n) and len(n) <= 100 for n in names):
-            return load_workflow_data(data, spec_path, text)
-        template = self._template
-        step = template.steps[0].model_copy(
-            update={
-                "name": entry["name"],
-                "params": {
-                    k: v if isinstance(v, str | int | float | None) else copy.deepcopy(v)
-                    for k, v in params.items()
-                },
-                "inputs": {n: n for n in files},
-            }
-        )
-        inputs = {n: ArtifactSpec.model_validate(spec) for n, spec in data.get("inputs", {}).items()}
-        workflow = template.model_copy(update={"name": data["name"], "inputs": inputs, "steps": [step]})
-        workflow._file = str(spec_path)
-        workflow._digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-        workflow._children = {}
-        workflow._plan = build_plan(workflow, spec_path.parent)
-        return workflow
-
-
-_CHECK_FIELDS = frozenset({"use", "on", "name", "policy", "severity", "timeout"})
-
-
-def _absolute_files(check: Mapping[str, Any], names: set[str]) -> dict[str, Any]:
-    """A check's options with relative paths to existing files made absolute: the one-step spec lives
-    in the run directory, and checkers read such paths relative to the spec; a task's are relative to
-    the working directory of the call."""
-    out = dict(check)
-    for key, value in check.items():
-        if key in _CHECK_FIELDS or not isinstance(value, str) or value in names or not value:
-            continue
-        path = Path(value)
-        if not path.is_absolute() and path.exists():
-            out[key] = str(path.absolute())
-    return out
-
-
-def _kind(kind: str) -> str:
-    return kind if kind in ("data", "model", "metrics", "report", "file") else "data"
-
 
 def _outputs_mapping(outputs: Any, label: str) -> dict[str, Any]:
     if isinstance(outputs, str):
@@ -507,12 +391,6 @@ def _checks_list(checks: Any, label: str) -> list[Any]:
             )
         out.append(dict(check))
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 #: The runs this process has opened or found open: run directory → (workflow, start time). A run's
