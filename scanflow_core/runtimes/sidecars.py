@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import json
 import os
-import tarfile
 import threading
 from pathlib import Path
 
@@ -241,7 +239,12 @@ def _ensure_image(run: WorkflowRun, name: str, packages: list[str]) -> str:
     import docker.errors
 
     from scanflow_core.runtimes.docker_engine import engine_client
-    from scanflow_core.runtimes.docker_images import BASE_IMAGE_ENV, DEFAULT_BASE_IMAGE, IMAGE_LABEL
+    from scanflow_core.runtimes.docker_images import (
+        BASE_IMAGE_ENV,
+        DEFAULT_BASE_IMAGE,
+        IMAGE_LABEL,
+        run_build,
+    )
 
     client = engine_client()
     base = os.environ.get(BASE_IMAGE_ENV) or DEFAULT_BASE_IMAGE
@@ -265,34 +268,19 @@ def _ensure_image(run: WorkflowRun, name: str, packages: list[str]) -> str:
         files = {"Dockerfile": dockerfile.encode()}
         if with_ca:
             files["ca-certificates.crt"] = HOST_CA_BUNDLE.read_bytes()
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for file, data in sorted(files.items()):
-                info = tarfile.TarInfo(file)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-        buffer.seek(0)
         log_path = run.directory / "sidecars" / f"{name}.build.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        error = None
         with log_path.open("a", encoding="utf-8") as log:
             log.write(f"scanflow: building {tag} from {base}: {' '.join(packages)}\n")
-            for chunk in client.api.build(
-                fileobj=buffer,
-                custom_context=True,
-                tag=tag,
+            error = run_build(
+                client,
+                files,
+                "Dockerfile",
+                tag,
                 buildargs={"BASE_IMAGE": base},
                 labels={IMAGE_LABEL: "1", "scanflow.digest": f"sha256:{digest}", "scanflow.sidecar": name},
-                network_mode="host",
-                rm=True,
-                forcerm=True,
-                decode=True,
-            ):
-                if "stream" in chunk:
-                    log.write(chunk["stream"])
-                elif "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                    log.write(error + "\n")
+                log=log,
+            )
         if error is not None:
             raise RuntimeError(f"building the {name} sidecar's image {tag} failed: {error} (log: {log_path})")
     return tag
