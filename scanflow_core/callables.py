@@ -12,6 +12,7 @@ registered ref from this process's registry before it imports anything.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
@@ -123,7 +124,7 @@ def bind_arguments(
             is on offer).
     """
     offered: dict[str, Any] = {**params, **inputs, **outputs, "ctx": ctx}
-    signature = inspect.signature(func)
+    signature = _signature(func)
     if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         return offered
     kwargs = {}
@@ -139,6 +140,17 @@ def bind_arguments(
                 f"output of the step (on offer: {names or 'nothing'})"
             )
     return kwargs
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(func)``, kept for functions called again and again (a decorated task)."""
+    try:
+        return _signatures(func)
+    except TypeError:  # not hashable
+        return inspect.signature(func)
+
+
+_signatures = functools.lru_cache(maxsize=512)(inspect.signature)
 
 
 def numeric_metrics(value: Any) -> dict[str, float]:

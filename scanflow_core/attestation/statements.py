@@ -19,6 +19,7 @@ environment.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from datetime import UTC, datetime
@@ -124,7 +125,7 @@ def step_statement(step_run: StepRun, finished_at: float | None = None) -> dict[
         "workflow": workflow.name,
         "step": step_run.name,
         "stage": step_run.stage,
-        "spec": {"name": Path(workflow.file).name, "digest": digest_set(workflow.digest)},
+        "spec": {"name": os.path.basename(workflow.file), "digest": digest_set(workflow.digest)},
         "params": redact_params(step_run.params),
     }
     internal: dict[str, Any] = {
