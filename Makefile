@@ -5,6 +5,7 @@
 #   make docker    start a Docker engine if none answers and build the test base image if missing
 #   make browser   install Debian's chromium and chromium-driver if missing (the browser tests)
 #   make demo      install (once), then run the digits workflow
+#   make pod-image build the step-pod image scanflow/scanflow:<version> (FROM $$SCANFLOW_BASE_IMAGE or python:3.11-slim)
 #   make bench | lint | typecheck | imports | clean | distclean
 #
 # The install: the core with every extra (airflow, prefect, flyte, tracking, checking, docker, torch, examples),
@@ -24,7 +25,7 @@ INSTALL_ARGS := -e '.[all,dev]' $(addprefix -e ,$(LOCAL))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck imports docker docker-engine base-image demo bench clean distclean compose-tool browser
+.PHONY: install test lint typecheck imports docker docker-engine base-image demo bench clean distclean compose-tool browser pod-image
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ typecheck: $(STAMP)
 
 imports: $(STAMP)
 	$(BIN)/lint-imports
+
+# The image Kubernetes step pods run when a step names none (push it to your registry); needs an engine.
+pod-image: $(STAMP)
+	$(BIN)/scanflow image build --extra tracking
 
 # Exit code 5 (no test collected) fails the target on purpose. The Docker tests need an engine and the test
 # base image (`make docker`); in CI (CI=true) not having them fails the run, elsewhere those tests are skipped.
