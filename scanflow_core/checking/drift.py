@@ -22,6 +22,10 @@
 The overall ``p_value`` is Bonferroni over the families that apply: ``min(1, k * min(p_family))``; a
 batch has ``drifted`` when that p-value is below ``alpha`` or it has new levels.
 
+This module holds the detector and its results; :mod:`scanflow_core.checking.drift_columns` reads the
+reference and batches into numeric and categorical columns, and :mod:`scanflow_core.checking.drift_statistics`
+holds the two-sample tests (Mann-Whitney, Kolmogorov-Smirnov, chi-square, Benjamini-Hochberg).
+
 Example::
 
     detector = DriftDetector(seed=0).fit(x_train)
@@ -42,10 +46,18 @@ from typing import Any
 
 import numpy as np
 
+from scanflow_core.checking.drift_columns import MISSING_LEVEL as MISSING_LEVEL
+from scanflow_core.checking.drift_columns import _columns, _counts, _is_frame, _labels, _levels, _shares
+from scanflow_core.checking.drift_statistics import (
+    _benjamini_hochberg,
+    _chi2_homogeneity,
+    _ks_many,
+    _mann_whitney_greater,
+)
+
 __all__ = ["DriftDetector", "DriftResult", "FeatureResult"]
 
 FORMAT_VERSION = 1
-MISSING_LEVEL = "<NA>"
 
 
 @dataclass(frozen=True)
@@ -478,165 +490,3 @@ class DriftDetector:
             detector._take_weights(net)
         detector._fitted = True
         return detector
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def _is_frame(data: Any) -> bool:
-    return hasattr(data, "columns") and hasattr(data, "dtypes")
-
-
-def _columns(
-    data: Any, categorical: Sequence[str]
-) -> tuple[list[str], np.ndarray | None, dict[str, np.ndarray]]:
-    """Column names, the numeric columns as a float matrix, and each categorical column's levels."""
-    if not _is_frame(data):
-        array = np.asarray(data)
-        array = array.reshape(len(array), -1) if array.ndim != 2 else array
-        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-            import pandas as pd
-
-            return _columns(
-                pd.DataFrame(array, columns=[f"f{i}" for i in range(array.shape[1])]), categorical
-            )
-        return [f"f{i}" for i in range(array.shape[1])], array.astype(np.float64), {}
-    import pandas as pd
-
-    names = [str(c) for c in data.columns]
-    if len(set(names)) != len(names):
-        raise ValueError("the reference has duplicate column names")
-    unknown = sorted(set(categorical) - set(names))
-    if unknown:
-        raise ValueError(f"categorical columns {unknown} are not in the reference")
-    kinds = {
-        name: name in categorical
-        or not pd.api.types.is_numeric_dtype(data[column])
-        or pd.api.types.is_bool_dtype(data[column])
-        for name, column in zip(names, data.columns, strict=True)
-    }
-    numeric_cols = [c for c, n in zip(data.columns, names, strict=True) if not kinds[n]]
-    numeric = data[numeric_cols].to_numpy(dtype=np.float64, na_value=np.nan) if numeric_cols else None
-    categories = {
-        n: _levels(data[c].to_numpy()) for c, n in zip(data.columns, names, strict=True) if kinds[n]
-    }
-    return names, numeric, categories
-
-
-def _levels(values: np.ndarray) -> np.ndarray:
-    import pandas as pd
-
-    return np.array([MISSING_LEVEL if pd.isna(v) else str(v) for v in values], dtype=object)
-
-
-def _labels(labels: Any, rows: int) -> np.ndarray:
-    values = np.asarray(labels).reshape(-1)
-    if len(values) != rows:
-        raise ValueError(f"got {len(values)} labels for {rows} rows")
-    return np.array([str(v.item() if hasattr(v, "item") else v) for v in values], dtype=object)
-
-
-def _counts(levels: np.ndarray) -> dict[str, int]:
-    found, counts = np.unique(levels, return_counts=True)
-    return {str(level): int(n) for level, n in zip(found, counts, strict=True)}
-
-
-def _shares(counts: Mapping[str, int]) -> dict[str, float]:
-    total = sum(counts.values())
-    return {k: round(v / total, 4) for k, v in sorted(counts.items())}
-
-
-# ---------------------------------------------------------------------------------------------- tests
-
-
-def _norm_sf(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def _mann_whitney_greater(below: np.ndarray, at_most: np.ndarray, n_cal: int) -> float:
-    """One-sided Mann-Whitney U p-value that batch scores are larger than calibration scores.
-
-    ``below[i]`` / ``at_most[i]`` count the calibration scores under / at most batch score ``i``;
-    normal approximation with continuity correction (scores are continuous: ties are negligible).
-    """
-    m = len(below)
-    u = float(below.sum() + 0.5 * (at_most - below).sum())
-    mean = m * n_cal / 2.0
-    sd = math.sqrt(m * n_cal * (m + n_cal + 1) / 12.0)
-    return min(1.0, _norm_sf((u - mean - 0.5) / sd))
-
-
-def _ks_many(reference_sorted: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sample Kolmogorov-Smirnov statistic and p-value for every column (NaNs left out).
-
-    The supremum of ``|F_ref - F_batch|`` is reached at a batch value, at it or just left of it: two
-    binary searches per column in the sorted reference, and the batch's own ranks, are enough. The
-    p-value is Kolmogorov's limit law with Stephens' small-sample correction,
-    ``Q((sqrt(n_e) + 0.12 + 0.11 / sqrt(n_e)) * D)`` with ``n_e = n m / (n + m)`` (accurate from
-    ``n_e >= 4``; conservative when values tie).
-    """
-    from scipy.special import kolmogorov
-
-    x = np.sort(batch, axis=0)  # NaNs sort last, as in reference_sorted
-    valid = ~np.isnan(x)
-    n = (~np.isnan(reference_sorted)).sum(axis=0)
-    m = valid.sum(axis=0)
-    own_left, own_right = _tie_ranks(x)
-    ref_left = np.empty(x.shape)
-    ref_right = np.empty(x.shape)
-    for j in range(x.shape[1]):
-        column = reference_sorted[: n[j], j]
-        ref_left[:, j] = np.searchsorted(column, x[:, j], side="left")
-        ref_right[:, j] = np.searchsorted(column, x[:, j], side="right")
-    n_f, m_f = np.maximum(n, 1).astype(np.float64), np.maximum(m, 1).astype(np.float64)
-    gap = np.maximum(np.abs(ref_left / n_f - own_left / m_f), np.abs(ref_right / n_f - own_right / m_f))
-    statistics = np.where(valid, gap, 0.0).max(axis=0, initial=0.0)
-    statistics[(n == 0) | (m == 0)] = 0.0
-    sizes = np.maximum(n * m / np.maximum(n + m, 1), 1.0)
-    root = np.sqrt(sizes)
-    p_values = np.clip(kolmogorov((root + 0.12 + 0.11 / root) * statistics), 0.0, 1.0)
-    return statistics, p_values
-
-
-def _tie_ranks(sorted_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each value of each sorted column: how many values are ``<`` it and ``<=`` it."""
-    rows = sorted_columns.shape[0]
-    index = np.arange(rows)[:, None]
-    starts = np.ones(sorted_columns.shape, dtype=bool)
-    starts[1:] = sorted_columns[1:] != sorted_columns[:-1]
-    left = np.maximum.accumulate(np.where(starts, index, 0), axis=0)
-    ends = np.ones(sorted_columns.shape, dtype=bool)
-    ends[:-1] = starts[1:]
-    right = np.minimum.accumulate(np.where(ends, index, rows)[::-1], axis=0)[::-1] + 1
-    return left.astype(np.float64), right.astype(np.float64)
-
-
-def _chi2_homogeneity(
-    reference: Mapping[str, int], batch: Mapping[str, int]
-) -> tuple[float, float, list[str]]:
-    """Chi-square test that the batch's level counts follow the reference's (a 2 x k table over the
-    reference's levels); levels the reference never had are returned, not tested."""
-    from scipy.stats import chi2
-
-    levels = sorted(reference)
-    unseen = sorted(set(batch) - set(reference))
-    table = np.array([[reference[k] for k in levels], [batch.get(k, 0) for k in levels]], dtype=np.float64)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2 or table[1].sum() == 0:
-        return 0.0, 1.0, unseen
-    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
-    statistic = float(((table - expected) ** 2 / expected).sum())
-    return statistic, float(chi2.sf(statistic, table.shape[1] - 1)), unseen
-
-
-def _benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (their minimum is Simes' global p-value)."""
-    k = len(p_values)
-    if k == 0:
-        return p_values
-    order = np.argsort(p_values)
-    ranked = p_values[order] * k / np.arange(1, k + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(k)
-    out[order] = np.clip(adjusted, 0.0, 1.0)
-    return out
