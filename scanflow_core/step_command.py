@@ -16,6 +16,12 @@ instead of in a Docker container (the execution's runtime is ``in-image``; the i
 Exit codes: 0 the step succeeded (or was skipped: its ``when:`` did not hold; ``--skipped-exit-code``
 gives those an exit code of their own, for a host that skips a task on one); 1 it failed; 2 a bad
 spec or bad arguments.
+
+``scanflow close SPEC --run-id ID`` is what the orchestrator's last container runs once every step's
+task is done (:func:`close_one_run`): it opens run ``ID`` (which must exist) and closes it with
+:func:`scanflow_core.runner.close_run`: steps that never ran are recorded, the objectives judged and
+tracked, ``run.json`` finished. Exit codes as ``scanflow run``'s: 0 the run succeeded; 1 a step did
+not; 3 every step ran but a blocking objective did not hold; 2 a bad spec, run id or argument.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -33,7 +40,14 @@ from typing import Any
 from scanflow_core.errors import SpecError
 from scanflow_core.plugins import hookimpl
 
-__all__ = ["IMAGE_ENV", "IN_IMAGE_RUNTIME", "InImageRuntime", "add_commands", "run_one_step"]
+__all__ = [
+    "IMAGE_ENV",
+    "IN_IMAGE_RUNTIME",
+    "InImageRuntime",
+    "add_commands",
+    "close_one_run",
+    "run_one_step",
+]
 
 #: The image a pod's main container runs (set by :func:`scanflow_core.deploy.pods.step_pod`), attested
 #: as the image of a step run ``--in-image``.
@@ -71,6 +85,26 @@ def add_commands(subparsers: Any, handlers: dict[str, Callable[[argparse.Namespa
     )
     step.add_argument("--json", action="store_true", help="print the step's record as JSON")
     handlers["step"] = _cmd_step
+
+    close = subparsers.add_parser(
+        "close",
+        help="close a shared run once its steps are done (an orchestrator's last task)",
+        description="Record the steps of run RUN_ID that never ran, judge the objectives, track them "
+        "and finish the run. Exit codes: 0 succeeded, 1 a step failed, 3 a blocking objective did not "
+        "hold, 2 bad input.",
+    )
+    close.add_argument("spec", type=Path, help="the scanflow.yaml file")
+    close.add_argument("--run-id", required=True, metavar="RUN_ID", help="the shared run (must exist)")
+    close.add_argument(
+        "--param", "-p", action="append", default=[], metavar="K=V", help="override a parameter"
+    )
+    close.add_argument("--home", type=Path, help="where runs live (default $SCANFLOW_HOME or ./.scanflow)")
+    close.add_argument("--tracker-uri", metavar="URI", help="track to this server instead of tracker.uri")
+    close.add_argument(
+        "--orchestrator", default="local", metavar="NAME", help="recorded as the run's orchestrator"
+    )
+    close.add_argument("--json", action="store_true", help="print the run manifest as JSON")
+    handlers["close"] = _cmd_close
 
 
 def _attempt(text: str) -> int:
@@ -172,9 +206,7 @@ def run_one_step(
         hint = f"one of: {', '.join(workflow.plan.steps)}"
         hint += f"; did you mean {close[0]!r}?" if close else ""
         raise SpecError.single(str(spec), f"step {name}", f"no step named {name!r}", hint)
-    if tracker_uri:
-        tracker = workflow.tracker.model_copy(update={"uri": tracker_uri})
-        workflow = workflow.model_copy(update={"tracker": tracker})
+    workflow = _tracking_to(workflow, tracker_uri)
     pm = get_plugin_manager()
     if in_image:
         pm.register(InImageRuntime(os.environ.get(IMAGE_ENV) or None), name="scanflow.in-image")
@@ -210,3 +242,105 @@ def _cmd_step(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run.step_summary(step_run.name), indent=2, default=str))
     return args.skipped_exit_code if step_run.status == "skipped" else 0
+
+
+def _tracking_to(workflow: Any, tracker_uri: str | None) -> Any:
+    """``workflow`` tracking to ``tracker_uri`` instead of its ``tracker.uri`` (when given)."""
+    if not tracker_uri:
+        return workflow
+    tracker = workflow.tracker.model_copy(update={"uri": tracker_uri})
+    return workflow.model_copy(update={"tracker": tracker})
+
+
+def close_one_run(
+    spec: str | Path,
+    *,
+    run_id: str,
+    params: Any = None,
+    home: str | Path | None = None,
+    tracker_uri: str | None = None,
+    orchestrator: str = "local",
+) -> Any:
+    """Close run ``run_id`` of ``spec`` once its steps are done, wherever they ran.
+
+    Args:
+        spec: the ``scanflow.yaml`` file.
+        run_id: the shared run's id; the run must exist under ``home``.
+        params: ``--param`` overrides (a mapping, or ``["k=v", ...]``), as the steps had them.
+        home: where runs live (default ``$SCANFLOW_HOME`` or ``./.scanflow``).
+        tracker_uri: track to this server instead of the spec's ``tracker.uri``.
+        orchestrator: recorded as the run's orchestrator if the manifest has none.
+
+    Returns:
+        The :class:`~scanflow_core.runner.RunOutcome`: ``outcome.ok`` when the run succeeded and every
+        blocking objective held.
+
+    Raises:
+        SpecError: the spec is not valid, or ``run_id`` names no run of this workflow under ``home``.
+
+    Examples:
+        >>> close_one_run("scanflow.yaml", run_id="nightly-7").ok  # doctest: +SKIP
+        True
+    """
+    from scanflow_core.plugins import get_plugin_manager
+    from scanflow_core.runner import close_run
+    from scanflow_core.runs import WorkflowRun, scanflow_home
+    from scanflow_core.spec import load_workflow, parse_overrides
+
+    overrides = parse_overrides(params)
+    workflow = _tracking_to(load_workflow(spec, overrides), tracker_uri)
+    runs = scanflow_home(home) / "runs"
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise SpecError.single(
+            str(spec), "--run-id", f"{run_id!r} is not a run id", "letters, digits, '.', '_' and '-'"
+        )
+    manifest = runs / run_id / "run.json"
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError.single(
+            str(spec), "--run-id", f"no run {run_id!r} under {runs}", "the id its steps ran under"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise SpecError.single(str(spec), "--run-id", f"{manifest} cannot be read: {exc}") from None
+    if recorded.get("workflow") not in (None, workflow.name):
+        raise SpecError.single(
+            str(spec),
+            "--run-id",
+            f"run {run_id!r} is a run of workflow {recorded.get('workflow')!r}, not {workflow.name!r}",
+        )
+    pm = get_plugin_manager()
+    run = WorkflowRun(workflow, run_id=run_id, home=home, pm=pm, params=overrides, orchestrator=orchestrator)
+    run.open()
+    return close_run(run)
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _cmd_close(args: argparse.Namespace) -> int:
+    from scanflow_core.cli import EXIT_OBJECTIVES, EXIT_STEP_FAILED
+
+    started = time.perf_counter()
+    outcome = close_one_run(
+        args.spec,
+        run_id=args.run_id,
+        params=list(args.param),
+        home=args.home,
+        tracker_uri=args.tracker_uri,
+        orchestrator=args.orchestrator,
+    )
+    out = sys.stderr if args.json else sys.stdout
+    print(f"run {outcome.run_id}: {outcome.status} in {time.perf_counter() - started:.2f}s", file=out)
+    for objective in outcome.objectives:
+        print(f"  {'✓' if objective.passed else '✗'} {objective}", file=out)
+    if not outcome.ok:
+        print(outcome.message, file=out)
+    if args.json:
+        from scanflow_core.runs import scanflow_home
+
+        manifest = scanflow_home(args.home) / "runs" / outcome.run_id / "run.json"
+        print(json.dumps(json.loads(manifest.read_text(encoding="utf-8")), indent=2))
+    if outcome.status != "succeeded":
+        return EXIT_STEP_FAILED
+    return EXIT_OBJECTIVES if outcome.missed else 0

@@ -8,6 +8,7 @@ code re-runs no ``pip install``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import io
 import re
@@ -33,7 +34,8 @@ from scanflow_core.runtimes.docker_engine import ENGINE_SCRIPT, engine_client
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The tag the engine tests build (tests/docker/test_step_pods.py runs its pods in it too).
-TEST_TAG = "scanflow-test/scanflow:tests"
+# One tag per checkout: two clones on one engine (a CI run beside a working tree) must not swap images.
+TEST_TAG = "scanflow-test/scanflow:" + hashlib.sha256(str(Path(__file__).resolve()).encode()).hexdigest()[:12]
 
 
 def _pins(out: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ the one the Docker runtime builds (``ghcr.io/mlflow/mlflow`` cannot be pulled he
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from scanflow_core.deploy.finish_pod import finish_pod
 from scanflow_core.deploy.pods import step_pod, work_files
 from scanflow_core.runs import WorkflowRun
 from scanflow_core.runtimes import sidecars
@@ -30,13 +32,17 @@ from scanflow_core.spec import load_workflow
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 #: The tag tests/docker/test_pod_image.py builds too (the second build of a session is all cache).
-POD_IMAGE = "scanflow-test/scanflow:tests"
+# One tag per checkout: two clones on one engine (a CI run beside a working tree) must not swap images.
+POD_IMAGE = (
+    "scanflow-test/scanflow:" + hashlib.sha256(str(Path(__file__).resolve()).encode()).hexdigest()[:12]
+)
 
 SPEC = """
 apiVersion: scanflow/v1
 name: podded
 params: {word: quiet}
 tracker: {uri: sidecar}
+objectives: ["make.letters >= 3"]
 steps:
   - {name: make, stage: data_ingestion, call: pod_steps:make, outputs: [data]}
   - name: shout
@@ -187,7 +193,17 @@ def test_the_step_pods_of_a_run_run_its_steps_with_their_tracker(
         assert f"step {name} of run pods-7: succeeded" in logs
         pods.remove()
 
+    # Then the finish pod closes the run where the steps ran: same claim, same tracker store.
+    finish = finish_pod(spec, run_id_template="pods-7", image=pod_image, params={"word": "hello"})
+    code, logs = pods.run(finish, {}, engine)
+    assert code == 0, logs
+    assert "run pods-7: succeeded" in logs and "✓ make.letters >= 3" in logs
+    pods.remove()
+
     run = tmp_path / "claim" / "runs" / "pods-7"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["finished_at"]
+    assert [(o["expr"], o["passed"]) for o in manifest["objectives"]] == [("make.letters >= 3", True)]
     assert (run / "steps" / "shout" / "outputs" / "loud").read_text() == "HELLO"
     assert (run / "steps" / "shout" / "step.log").read_text().strip() == "shouted"
     records = {n: json.loads((run / "steps" / n / "step.json").read_text()) for n in ("make", "shout")}
@@ -205,3 +221,6 @@ def test_the_step_pods_of_a_run_run_its_steps_with_their_tracker(
     assert kinds == [("step", "make"), ("step", "shout"), ("workflow", "")]
     (make,) = [r for r in found if r.data.tags.get("scanflow.step") == "make"]
     assert make.data.metrics["letters"] == 5.0
+    (parent,) = [r for r in found if r.data.tags["scanflow.kind"] == "workflow"]
+    objectives = {k: v for k, v in parent.data.metrics.items() if k.startswith("objective.")}
+    assert list(objectives.values()) == [1.0]  # tracked by the finish pod

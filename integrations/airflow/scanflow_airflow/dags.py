@@ -22,6 +22,9 @@ def dag_from_spec(
     *,
     params: Mapping[str, Any] | None = None,
     home: str | Path | None = None,
+    executor: str = "local",
+    pod_options: Mapping[str, Any] | None = None,
+    operator_options: Mapping[str, Any] | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """Build an Airflow DAG that runs the workflow ``path``: one task per step, then ``scanflow_finish``.
@@ -32,6 +35,12 @@ def dag_from_spec(
         dag_id: default: the workflow's name.
         params: ``--param`` style overrides for every step.
         home: where runs live; default ``$SCANFLOW_HOME`` or ``./.scanflow`` where the task runs.
+        executor: where every task's work runs: ``"local"`` (the task's process) or ``"kubernetes"``:
+            each step in its step pod and ``scanflow_finish`` in the run's finish pod (see
+            :mod:`scanflow_airflow.kubernetes`).
+        pod_options: for ``executor="kubernetes"``: the pods' options, the same for every task (see
+            :class:`~scanflow_airflow.operators.ScanflowOperator`).
+        operator_options: for ``executor="kubernetes"``: more ``KubernetesPodOperator`` arguments.
         **dag_kwargs: passed to :class:`~airflow.sdk.DAG` (``schedule``, ``tags``, ``default_args``, …).
 
     Returns:
@@ -45,6 +54,9 @@ def dag_from_spec(
 
     Examples:
         >>> dag = dag_from_spec("scanflow.yaml", schedule=None)  # doctest: +SKIP
+        >>> dag = dag_from_spec(
+        ...     "scanflow.yaml", executor="kubernetes", pod_options={"namespace": "ml"}
+        ... )  # doctest: +SKIP
     """
     from scanflow_core.errors import ScanflowError
     from scanflow_core.spec import load_workflow
@@ -63,6 +75,9 @@ def dag_from_spec(
         "spec": str(spec),
         "params": overrides,
         "home": str(home) if home is not None else None,
+        "executor": executor,
+        "pod_options": pod_options,
+        "operator_options": operator_options,
     }
 
     with DAG(dag_id or workflow.name, **dag_kwargs) as dag:

@@ -2,6 +2,9 @@
 cncf.kubernetes provider's ``KubernetesPodOperator`` from the pod of
 :func:`scanflow_core.deploy.pods.step_pod` (the step's image, ``scanflow step`` for exactly that step of
 the DAG run's Scanflow run, the tracker and checker sidecars, the shared claim and the spec's ConfigMap).
+``ScanflowFinishOperator(..., executor="kubernetes")`` (and ``dag_from_spec(..., executor="kubernetes")``
+for every task) closes the run in a pod too: :func:`scanflow_core.deploy.finish_pod.finish_pod`, which
+runs ``scanflow close`` with the step pods' claim, ConfigMap and tracker, so no worker mounts the runs.
 
 Before the first DAG run, apply the objects every step pod mounts (the spec's ConfigMap and the
 ``ReadWriteMany`` claim of the runs)::

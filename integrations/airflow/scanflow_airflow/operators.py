@@ -95,18 +95,50 @@ class _ScanflowBase(BaseOperator):
         spec: str | Path,
         params: Mapping[str, Any] | None = None,
         home: str | Path | None = None,
+        executor: str = "local",
+        pod_options: Mapping[str, Any] | None = None,
+        operator_options: Mapping[str, Any] | None = None,
+        airflow_executor: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from scanflow_airflow.kubernetes import check_options
+
         if not isinstance(spec, str | Path) or not str(spec):
             raise ValueError(f"spec must be the path of a scanflow.yaml, not {spec!r}")
         if params is not None and not isinstance(params, Mapping):
             raise TypeError(f"params must be a mapping of overrides, not {type(params).__name__}")
         if home is not None and not isinstance(home, str | Path):
             raise TypeError(f"home must be a path, not {type(home).__name__}")
-        super().__init__(**kwargs)
+        check_options(executor, pod_options, operator_options)
+        super().__init__(executor=airflow_executor, **kwargs)
         self.spec = str(spec)
         self.overrides: dict[str, Any] = dict(params or {})
         self.home = str(home) if home is not None else None
+        #: Where the work runs: ``local`` or ``kubernetes`` (``self.executor`` is Airflow's own).
+        self.step_executor = executor
+        self.pod_options: dict[str, Any] = dict(pod_options or {})
+        self.operator_options: dict[str, Any] = dict(operator_options or {})
+
+    def pod(self, context: Context) -> dict[str, Any]:
+        """The pod this task launches with ``executor="kubernetes"`` (a v1 Pod manifest)."""
+        raise NotImplementedError
+
+    def pod_operator(self, context: Context) -> Any:
+        """The ``KubernetesPodOperator`` that launches :meth:`pod` (not executed)."""
+        from scanflow_airflow.kubernetes import pod_operator
+
+        return pod_operator(self.task_id, self.pod(context), self.operator_options)
+
+    def on_kill(self) -> None:
+        """A killed task deletes the pod it launched (``executor="kubernetes"``)."""
+        launched = getattr(self, "_launched", None)
+        if launched is not None:
+            launched.on_kill()
+
+    def _launch(self, context: Context) -> None:
+        """Launch :meth:`pod` and wait for it: the pod operator raises when its main container fails."""
+        operator = self._launched = self.pod_operator(context)
+        operator.execute(context)
 
     def _open(self, context: Context) -> WorkflowRun:
         """Load the spec and open this DAG run's Scanflow run (firing the start hook once)."""
@@ -178,17 +210,19 @@ class ScanflowOperator(_ScanflowBase):
         airflow_executor: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from scanflow_airflow.kubernetes import check_options
-
         if not isinstance(step, str) or not step:
             raise ValueError(f"step must be a step name, not {step!r}")
-        check_options(executor, pod_options, operator_options)
-        super().__init__(spec=spec, params=params, home=home, executor=airflow_executor, **kwargs)
+        super().__init__(
+            spec=spec,
+            params=params,
+            home=home,
+            executor=executor,
+            pod_options=pod_options,
+            operator_options=operator_options,
+            airflow_executor=airflow_executor,
+            **kwargs,
+        )
         self.step = step
-        #: Where the step runs: ``local`` or ``kubernetes`` (``self.executor`` is Airflow's own).
-        self.step_executor = executor
-        self.pod_options: dict[str, Any] = dict(pod_options or {})
-        self.operator_options: dict[str, Any] = dict(operator_options or {})
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.step_executor == "kubernetes":
@@ -229,26 +263,13 @@ class ScanflowOperator(_ScanflowBase):
             **self.pod_options,
         )
 
-    def pod_operator(self, context: Context) -> Any:
-        """The ``KubernetesPodOperator`` that launches :meth:`pod` (not executed)."""
-        from scanflow_airflow.kubernetes import pod_operator
-
-        return pod_operator(self.task_id, self.pod(context), self.operator_options)
-
-    def on_kill(self) -> None:
-        """A killed task deletes the pod it launched (``executor="kubernetes"``)."""
-        launched = getattr(self, "_launched", None)
-        if launched is not None:
-            launched.on_kill()
-
     def _execute_in_pod(self, context: Context) -> dict[str, Any]:
         from scanflow_core.deploy.pods import HOME_MOUNT
         from scanflow_core.spec import load_workflow
 
         run_id = scanflow_run_id(context)
-        operator = self._launched = self.pod_operator(context)
         try:
-            operator.execute(context)
+            self._launch(context)
         except AirflowSkipException:
             raise
         except AirflowException as exc:
@@ -263,8 +284,24 @@ class ScanflowFinishOperator(_ScanflowBase):
     """Close the Scanflow run of a DAG run: record steps that never ran, judge the objectives,
     finish the run. Meant to run last with ``trigger_rule="all_done"`` (:func:`dag_from_spec` adds it).
 
+    Args:
+        spec, params, home: as for :class:`ScanflowOperator`.
+        executor: ``"local"`` (the default): the run is closed in the task's process;
+            ``"kubernetes"``: in a pod (:func:`~scanflow_core.deploy.finish_pod.finish_pod`) mounting
+            what the step pods mount, running ``scanflow close``, launched by ``KubernetesPodOperator``.
+        pod_options, operator_options, airflow_executor: as for :class:`ScanflowOperator` (give
+            the steps' own: the finish pod then shares their claim, spec and tracker).
+        **kwargs: passed to :class:`~airflow.sdk.BaseOperator`.
+
     Raises :class:`ScanflowRunFailed` when a step did not succeed (or was skipped) or a blocking
-    objective did not hold, so the DAG run fails with the Scanflow run.
+    objective did not hold, so the DAG run fails with the Scanflow run (with ``executor="kubernetes"``
+    the pod exits 1 or 3 and its log, followed into the task's, says which).
+
+    Examples:
+        >>> ScanflowFinishOperator(
+        ...     task_id="scanflow_finish", spec="scanflow.yaml", trigger_rule="all_done",
+        ...     executor="kubernetes", pod_options={"namespace": "ml"},
+        ... )  # doctest: +SKIP
     """
 
     ui_color = "#c4e0ea"
@@ -272,7 +309,35 @@ class ScanflowFinishOperator(_ScanflowBase):
     def execute(self, context: Context) -> None:
         from scanflow_core.runner import close_run
 
+        if self.step_executor == "kubernetes":
+            return self._execute_in_pod(context)
         outcome = close_run(self._open(context))
         context["ti"].xcom_push(key="scanflow_run_id", value=outcome.run_id)
         if not outcome.ok:
             raise ScanflowRunFailed(outcome.run_id, outcome.status, outcome.objectives, outcome.message)
+        return None
+
+    def pod(self, context: Context) -> dict[str, Any]:
+        """The pod this task launches with ``executor="kubernetes"``, without launching it:
+        :func:`~scanflow_core.deploy.finish_pod.finish_pod` for the DAG run's Scanflow run."""
+        from scanflow_core.deploy.finish_pod import finish_pod
+
+        return finish_pod(
+            self.spec,
+            run_id_template=scanflow_run_id(context),
+            params=self.overrides,
+            orchestrator="airflow",
+            **self.pod_options,
+        )
+
+    def _execute_in_pod(self, context: Context) -> None:
+        run_id = scanflow_run_id(context)
+        context["ti"].xcom_push(key="scanflow_run_id", value=run_id)
+        try:
+            self._launch(context)
+        except AirflowException as exc:
+            message = (
+                f"Scanflow run {run_id} failed: its finish pod exited with an error (1: a step did not"
+                f" succeed; 3: a blocking objective did not hold; its log above says which): {exc}"
+            )
+            raise ScanflowRunFailed(run_id, "failed", [], message) from exc

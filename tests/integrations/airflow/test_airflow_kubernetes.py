@@ -246,3 +246,110 @@ def test_a_dag_run_launches_the_step_in_its_pod(
     assert not pod["spec"].get("initContainers")  # a tracker of its own: no sidecar
     env = {e["name"]: e["value"] for e in step["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.ml.svc:5000"
+
+
+# ------------------------------------------------------------------------------------ the finish task
+
+
+def test_the_finish_operator_takes_the_same_options_and_checks(spec: Path) -> None:
+    from scanflow_airflow import ScanflowFinishOperator, dag_from_spec
+    from scanflow_airflow.dags import FINISH_TASK_ID
+
+    op = ScanflowFinishOperator(
+        task_id="f", spec="missing.yaml", executor="kubernetes", pod_options={"namespace": "ml"}
+    )
+    assert op.step_executor == "kubernetes" and op.pod_options == {"namespace": "ml"}
+    assert ScanflowFinishOperator(task_id="f", spec="s.yaml").step_executor == "local"
+    with pytest.raises(ValueError, match="executor must be one of 'local', 'kubernetes', not 'docker'"):
+        ScanflowFinishOperator(task_id="f", spec="s.yaml", executor="docker")
+    with pytest.raises(ValueError, match="pod_options is for executor='kubernetes'"):
+        ScanflowFinishOperator(task_id="f", spec="s.yaml", pod_options={"namespace": "ml"})
+    with pytest.raises(ValueError, match=r"pod_options: unknown option\(s\) replicas"):
+        ScanflowFinishOperator(task_id="f", spec="s.yaml", executor="kubernetes", pod_options={"replicas": 2})
+    with pytest.raises(ValueError, match="operator_options: cmds is set by the Scanflow operator"):
+        ScanflowFinishOperator(
+            task_id="f", spec="s.yaml", executor="kubernetes", operator_options={"cmds": ["sh"]}
+        )
+    with pytest.raises(ValueError, match="pod_options is for executor='kubernetes'"):
+        dag_from_spec(spec, pod_options={"namespace": "ml"})
+
+    dag = dag_from_spec(spec, executor="kubernetes", pod_options={"namespace": "ml", "claim": "team"})
+    for task in dag.tasks:  # every task, the finish task too
+        assert task.step_executor == "kubernetes"
+        assert task.pod_options == {"namespace": "ml", "claim": "team"}
+    assert dag.get_task(FINISH_TASK_ID).trigger_rule == "all_done"
+
+
+def test_the_finish_pod_operator_launches_the_finish_pod(spec: Path) -> None:
+    from kubernetes.client import ApiClient
+
+    from scanflow_airflow.kubernetes import pod_operator
+    from scanflow_core.deploy.finish_pod import finish_pod
+
+    pod = valid(finish_pod(spec, run_id_template="nightly", namespace="ml", orchestrator="airflow"))
+    operator = pod_operator("scanflow_finish", pod, {"in_cluster": False})
+
+    assert operator.base_container_name == "finish"
+    request = valid(ApiClient().sanitize_for_serialization(operator.build_pod_request_obj(dry_run=True)))
+    assert request["metadata"]["name"].startswith("small-finish-nightly-")
+    (main,) = request["spec"]["containers"]
+    assert main["command"][3:5] == ["close", "/scanflow/work/scanflow.yaml"]
+    assert request["spec"]["volumes"] == valid(step_pod(spec, "make", run_id_template="x"))["spec"]["volumes"]
+
+
+@pytest.mark.slow
+def test_a_dag_run_launches_its_finish_task_in_a_pod_too(
+    airflow_db: Path, spec: Path, api_endpoint: tuple[Path, list[tuple[str, str, Any]]], tmp_path: Path
+) -> None:
+    """A DAG of ``dag_from_spec(..., executor="kubernetes")``: the API refuses the first step's pod, so
+    that task fails, the next is never run, and ``scanflow_finish`` (all done) sends the finish pod."""
+    from scanflow_airflow.operators import scanflow_run_id
+    from scanflow_core.deploy.common import dns_name
+
+    kubeconfig, seen = api_endpoint
+    dag_id = f"scanflow_k8s_finish_{tmp_path.name}".replace("-", "_")
+    source = textwrap.dedent(
+        f"""\
+        from scanflow_airflow import dag_from_spec
+
+        dag = dag_from_spec(
+            {str(spec)!r},
+            {dag_id!r},
+            params={{"rows": 7}},
+            executor="kubernetes",
+            pod_options={{"namespace": "ml", "tracker_uri": "http://mlflow.ml.svc:5000"}},
+            operator_options={{"config_file": {str(kubeconfig)!r}, "in_cluster": False}},
+        )
+        """
+    )
+    dag_file = airflow_db / f"{dag_id}.py"
+    dag_file.write_text(source)
+    try:
+        namespace: dict[str, Any] = {}
+        exec(compile(source, str(dag_file), "exec"), namespace)
+        dag_run = namespace["dag"].test()
+    finally:
+        dag_file.unlink()
+
+    assert str(dag_run.state) == "failed"
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states == {"make": "failed", "count": "upstream_failed", "scanflow_finish": "failed"}
+    posts = [valid(body) for method, path, body in seen if method == "POST"]
+    assert [p["metadata"]["labels"]["task_id"] for p in posts] == ["make", "scanflow_finish"]
+    step, finish = posts
+    run_id = scanflow_run_id({"dag_run": dag_run})  # type: ignore[typeddict-item]
+    assert run_id != "airflow-run" and run_id in str(dag_run.run_id).replace(":", "-").replace("+", "-")
+    assert finish["metadata"]["labels"]["scanflow.io/role"] == "finish"
+    labels = finish["metadata"]["labels"]
+    assert labels["scanflow.io/run"] == dns_name(run_id) == step["metadata"]["labels"]["scanflow.io/run"]
+    (main,) = finish["spec"]["containers"]
+    command = main["command"]
+    assert command[:5] == ["python3", "-m", "scanflow_core", "close", "/scanflow/work/scanflow.yaml"]
+    flags = {flag: value for flag, value in itertools.pairwise(command) if flag.startswith("--")}
+    step_flags = dict(itertools.pairwise(step["spec"]["containers"][0]["command"]))
+    assert flags["--run-id"] == run_id == step_flags["--run-id"]  # the template, rendered
+    assert flags["--home"] == "/scanflow/home" and flags["--orchestrator"] == "airflow"
+    assert flags["--param"] == "rows=7" and flags["--tracker-uri"] == "http://mlflow.ml.svc:5000"
+    assert finish["spec"]["volumes"] == step["spec"]["volumes"]  # the same claim and ConfigMap
+    assert main["volumeMounts"] == step["spec"]["containers"][0]["volumeMounts"]
+    assert not finish["spec"].get("initContainers")
